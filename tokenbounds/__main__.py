@@ -1,0 +1,5 @@
+import sys
+
+from tokenbounds.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure statistics (numpy/scipy only, never torch): every formula of a bound lives here, next to its derivation."""
