@@ -1,0 +1,1 @@
+"""Token corpora on disk: preparing shards, reading them memory-mapped, and drawing the units a bound scores."""
