@@ -1,0 +1,95 @@
+"""The units a bound scores, and the context rule that defines the hypothesis.
+
+Context rule ("document"): the prediction for x_i sees the previous <= L tokens, starting at the most
+recent end-of-text token (eot), which stays in the context as the beginning-of-document token. Every shard
+starts a document, as if a virtual eot stood just before its first token; so the first token of a shard is
+predicted from the one-token context [eot], exactly like the first token after a real eot:
+
+    d(i)   = position of the last eot before i in i's shard (the virtual eot at -1 if there is none)
+    ctx(i) = x[max(i - L, d(i)) : i]            (x[-1] is the virtual eot)
+
+The rule looks only at x_<i, so the smoothed model under this rule is a predictor in the martingale sense.
+
+A `Unit` is one model input whose outputs score one or more consecutive targets:
+`tokens` holds the window, the model reads tokens[:-1], and the targets are tokens[first:], each predicted
+from the position just before it. `positions` are the global corpus positions of the targets, so
+tokens[first + j] == x[positions[j]] (tests assert this).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenbounds.data.shards import Corpus
+from tokenbounds.errors import UserError
+
+
+@dataclass
+class Unit:
+    tokens: np.ndarray  # int64 window; model input is tokens[:-1]
+    first: int  # index in tokens of the first target (>= 1)
+    positions: np.ndarray  # int64 global corpus positions of the targets tokens[first:]
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.tokens) - self.first
+
+
+def context_rule(context: int) -> str:
+    return (
+        f"document: the previous <= {context} tokens, starting at the most recent eot (kept as the "
+        "beginning-of-document token; each shard starts with a virtual eot)"
+    )
+
+
+def check_context(context: int, max_positions: int | None) -> None:
+    if context <= 0:
+        raise UserError(f"--context must be > 0, got {context}")
+    if max_positions is not None and context > max_positions:
+        raise UserError(f"--context {context} exceeds the model's maximum of {max_positions} positions")
+
+
+def token_unit(corpus: Corpus, position: int, context: int) -> Unit:
+    """One target x_position with its own context under the document rule."""
+    (shard_index,), (local,) = corpus.locate(np.array([position]))
+    shard = corpus.shards[shard_index]
+    start = max(local - context, 0)
+    window = np.asarray(shard[start : local + 1], dtype=np.int64)
+    eots = np.flatnonzero(window[:-1] == corpus.eot)
+    if len(eots):  # the most recent eot inside the window starts the context
+        window = window[eots[-1] :]
+    elif local - context < 0:  # the window reaches the shard start: prepend the virtual eot
+        window = np.concatenate([[corpus.eot], window])
+    return Unit(tokens=window, first=len(window) - 1, positions=np.array([position], dtype=np.int64))
+
+
+def sample_positions(corpus: Corpus, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The paper's sampler: s positions uniform over all m tokens (all shards), with replacement."""
+    if samples <= 0:
+        raise UserError(f"--samples must be > 0, got {samples}")
+    return rng.integers(0, corpus.n_tokens, size=samples)
+
+
+def exhaustive_units(corpus: Corpus, context: int) -> Iterator[Unit]:
+    """Every token of the corpus exactly once, under the same document rule.
+
+    Within a document starting at d, the targets d+1 .. d+L share the prefix x[d:], so one forward pass
+    over x[d : d+L+1] scores all of them; later targets need their own sliding window x[i-L : i+1].
+    """
+    for shard_index, shard in enumerate(corpus.shards):
+        offset = int(corpus.offsets[shard_index])
+        n = len(shard)
+        eots = np.flatnonzero(np.asarray(shard) == corpus.eot)
+        # Document starts: the virtual eot at -1, then every real eot that is not the shard's last token.
+        starts = np.concatenate([[-1], eots[eots < n - 1]])
+        ends = np.concatenate([eots[eots < n - 1], [n - 1]])  # last target of each document (inclusive)
+        for d, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            head_end = min(d + context, end)
+            head = np.asarray(shard[max(d, 0) : head_end + 1], dtype=np.int64)
+            if d < 0:
+                head = np.concatenate([[corpus.eot], head])
+            yield Unit(head, 1, np.arange(d + 1, head_end + 1, dtype=np.int64) + offset)
+            for i in range(head_end + 1, end + 1):
+                window = np.asarray(shard[i - context : i + 1], dtype=np.int64)
+                yield Unit(window, context, np.array([i + offset], dtype=np.int64))

@@ -1,0 +1,125 @@
+"""Hugging Face causal language models from local files: a model directory, or a .gguf file.
+
+A GGUF file is read by transformers (it needs the `gguf` package) and dequantized to float32, so the
+hypothesis is "this file, dequantized, evaluated in the compute dtype".
+Nothing is fetched from a hub (local_files_only), and no repository code is executed (trust_remote_code
+stays off; .bin checkpoints load with weights_only).
+"""
+
+import inspect
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from tokenbounds.errors import UserError
+
+COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def check_gguf(path: Path) -> None:
+    """Parse the GGUF header and tensor table; a corrupt or truncated file is refused here."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+        if not reader.tensors:
+            raise ValueError("no tensors")
+        end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+        if end > path.stat().st_size:
+            raise ValueError("truncated")
+    except Exception as err:  # the reader raises many kinds of errors on bad files
+        raise UserError(f"{path} is not a readable GGUF file ({err.__class__.__name__}: {err})") from None
+
+
+class HFLogitModel:
+    """A transformers causal LM behind the `LogitModel` interface."""
+
+    def __init__(self, model, source: str, fmt: str, dtype: str):
+        self.model = model.eval()
+        self.source, self.format, self.dtype = source, fmt, dtype
+        head = model.get_output_embeddings()
+        self.vocab_size = int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+        config = model.config
+        self.max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self._keep_supported = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        if self._keep_supported:
+            return self.model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits
+        return self.model(input_ids=input_ids, use_cache=False).logits[:, keep]
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source,
+            "format": self.format,
+            "architecture": (self.model.config.architectures or [type(self.model).__name__])[0],
+            "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            "vocab_size": self.vocab_size,
+            "compute_dtype": self.dtype,
+        }
+
+
+def _from_pretrained(directory: Path, torch_dtype: torch.dtype, **kwargs):
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch_dtype, local_files_only=True, trust_remote_code=False, **kwargs
+        )
+
+
+def _load_gguf(path: Path, torch_dtype: torch.dtype):
+    check_gguf(path)
+    try:
+        model = _from_pretrained(path.parent, torch.float32, gguf_file=path.name)
+    except Exception as err:
+        raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
+    return model.to(torch_dtype)
+
+
+def load_model(path: str | Path, dtype: str = "float32") -> HFLogitModel:
+    """Load a causal LM from a local model directory or a .gguf file, in the given compute dtype."""
+    if dtype not in COMPUTE_DTYPES:
+        raise UserError(f"unknown compute dtype {dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
+    torch_dtype = COMPUTE_DTYPES[dtype]
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model path {path} does not exist")
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise UserError(f"{path} is a file but not a .gguf; give a model directory or a .gguf file")
+        return HFLogitModel(_load_gguf(path, torch_dtype), str(path), "gguf (dequantized by transformers)", dtype)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} has no config.json: not a Hugging Face model directory")
+    try:
+        model = _from_pretrained(path, torch_dtype)
+    except Exception as err:
+        raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
+    return HFLogitModel(model, str(path), "huggingface directory", dtype)
+
+
+def load_tokenizer(path: str | Path):
+    """A tokenizer from a local model directory, a tokenizer.json file, or a .gguf file."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"tokenizer path {path} does not exist")
+    try:
+        if path.is_file() and path.suffix == ".gguf":
+            check_gguf(path)
+            return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+        if path.is_file() and path.suffix == ".json":
+            return PreTrainedTokenizerFast(tokenizer_file=str(path))
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(f"could not load a tokenizer from {path} ({err.__class__.__name__}: {err})") from None

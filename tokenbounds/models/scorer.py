@@ -1,0 +1,154 @@
+"""Batched scoring: units in, per-target log-probability, rank and smoothed entropies out.
+
+For each target y predicted from logits z (float32, whatever the compute dtype):
+
+    log p(y)  = z_y - logsumexp(z)                          (natural log)
+    rank(y)   = #{v : z_v > z_y}                            (0 = the model's top token; no full sort)
+    H_alpha   = -sum_v q_v log2 q_v,  q = (1 - alpha) softmax(z) + alpha / V   (bits, per requested alpha)
+    outside_k = 1 - (mass of the k most probable tokens)    (per requested k; torch.topk, not a sort)
+
+Units are scored in batches sorted by length and right-padded: the model is causal, so padding after a
+row's last real token cannot change that row's outputs, and no attention mask is needed. Logits are only
+computed at the positions that predict a target.
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tokenbounds.data.units import Unit
+from tokenbounds.models.base import LogitModel
+
+
+@dataclass
+class Scores:
+    """Per-target results, concatenated over units in the order given; `unit` maps targets to units."""
+
+    logp: np.ndarray  # float32, natural log of the model probability of the target
+    rank: np.ndarray  # int64
+    unit: np.ndarray  # int64 index of the unit each target came from
+    positions: np.ndarray  # int64 global corpus positions of the targets
+    entropy_bits: np.ndarray | None = None  # (n_targets, n_alphas) smoothed entropies
+    outside_topk: np.ndarray | None = None  # (n_targets, n_ks) model mass outside the top k
+    input_tokens: int = 0  # tokens fed to the model, padding excluded
+
+
+def _target_stats(
+    logits: torch.Tensor, targets: torch.Tensor, alphas: list[float], ks: list[int]
+) -> tuple[torch.Tensor, ...]:
+    """Statistics of (N, V) float32 logits for N targets."""
+    lse = torch.logsumexp(logits, dim=-1)
+    target_logit = logits.gather(1, targets[:, None])[:, 0]
+    logp = target_logit - lse
+    rank = (logits > target_logit[:, None]).sum(dim=-1)
+    entropies = outside = None
+    if alphas or ks:
+        logprobs = logits - lse[:, None]
+        probs = logprobs.exp()
+    if alphas:
+        vocab = logits.shape[-1]
+        columns = []
+        for alpha in alphas:
+            q = (1.0 - alpha) * probs + alpha / vocab  # strictly positive, so log2 is finite
+            columns.append(-(q * torch.log2(q)).sum(dim=-1))
+        entropies = torch.stack(columns, dim=-1)
+    if ks:
+        top = torch.topk(probs, max(ks), dim=-1, sorted=True).values.cumsum(dim=-1)
+        outside = torch.stack([(1.0 - top[:, k - 1]).clamp_min(0.0) for k in ks], dim=-1)
+    return logp, rank, entropies, outside
+
+
+def _batches(units: list[Unit], max_tokens: int, max_rows: int) -> Iterator[list[int]]:
+    """Indices of units grouped by length so that B * T_max <= max_tokens and B * (kept positions) <= max_rows."""
+    order = sorted(range(len(units)), key=lambda i: (len(units[i].tokens), units[i].first))
+    batch: list[int] = []
+    longest, lo = 0, 1 << 62
+    for i in order:
+        length, first = len(units[i].tokens) - 1, units[i].first - 1
+        grown_longest, grown_lo = max(longest, length), min(lo, first)
+        n = len(batch) + 1
+        if batch and (n * grown_longest > max_tokens or n * (grown_longest - grown_lo) > max_rows):
+            yield batch
+            batch, grown_longest, grown_lo = [], length, first
+        batch.append(i)
+        longest, lo = grown_longest, grown_lo
+    if batch:
+        yield batch
+
+
+def score_units(
+    model: LogitModel,
+    units: Iterable[Unit],
+    *,
+    alphas: list[float] | None = None,
+    ks: list[int] | None = None,
+    max_tokens: int = 8192,
+    logit_bytes: int = 256 << 20,
+    buffer_units: int = 4096,
+    progress: bool = True,
+    total: int | None = None,  # targets, for the progress bar
+    pad_id: int = 0,
+) -> Scores:
+    """Score every target of every unit. Units are consumed in buffers, so an iterator may be huge."""
+    alphas, ks = list(alphas or []), list(ks or [])
+    max_logit_rows = max(1, logit_bytes // (4 * model.vocab_size))  # float32 logits held at once, about
+    out: dict[str, list] = {"logp": [], "rank": [], "unit": [], "positions": [], "entropy": [], "outside": []}
+    bar = tqdm(total=total, unit="tok", desc="scoring", disable=not progress, dynamic_ncols=True)
+    base = input_tokens = 0
+    buffer: list[Unit] = []
+
+    def flush():
+        nonlocal base, input_tokens
+        results: dict[int, tuple] = {}
+        for batch in _batches(buffer, max_tokens, max_logit_rows):
+            rows = [buffer[i] for i in batch]
+            length = max(len(u.tokens) - 1 for u in rows)
+            lo = min(u.first for u in rows) - 1
+            ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+            for r, u in enumerate(rows):
+                ids[r, : len(u.tokens) - 1] = torch.from_numpy(u.tokens[:-1])
+            keep = torch.arange(lo, length)
+            with torch.inference_mode():
+                logits = model.logits(ids, keep)
+                for r, u in enumerate(rows):
+                    sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
+                    targets = torch.from_numpy(u.tokens[u.first :])
+                    results[batch[r]] = tuple(
+                        None if t is None else t.numpy() for t in _target_stats(sel, targets, alphas, ks)
+                    )
+            bar.update(sum(u.n_targets for u in rows))
+            input_tokens += sum(len(u.tokens) - 1 for u in rows)
+        for i, unit in enumerate(buffer):
+            logp, rank, entropy, outside = results[i]
+            out["logp"].append(logp.astype(np.float32))
+            out["rank"].append(rank.astype(np.int64))
+            out["unit"].append(np.full(unit.n_targets, base + i, dtype=np.int64))
+            out["positions"].append(unit.positions)
+            if entropy is not None:
+                out["entropy"].append(entropy)
+            if outside is not None:
+                out["outside"].append(outside)
+        base += len(buffer)
+        buffer.clear()
+
+    for unit in units:
+        buffer.append(unit)
+        if len(buffer) >= buffer_units:
+            flush()
+    if buffer:
+        flush()
+    bar.close()
+    if not out["logp"]:
+        raise ValueError("no units to score")
+    return Scores(
+        logp=np.concatenate(out["logp"]),
+        rank=np.concatenate(out["rank"]),
+        unit=np.concatenate(out["unit"]),
+        positions=np.concatenate(out["positions"]),
+        entropy_bits=np.concatenate(out["entropy"]) if alphas else None,
+        outside_topk=np.concatenate(out["outside"]) if ks else None,
+        input_tokens=input_tokens,
+    )

@@ -1,0 +1,98 @@
+"""The paper's token-level bound (Lotfi et al. 2024, Theorem 1 + subsampling), with an honest delta split.
+
+For a loss bounded in [a, a + Delta] and a hypothesis h with prior mass P(h), the Azuma-Hoeffding inequality
+applied to the martingale differences E[l_i | x_<i] - l_i (each in an interval of length Delta), with a
+union bound over hypotheses weighted by P(h), gives with probability >= 1 - delta1, for all h at once:
+
+    R  <=  R_hat + Delta * sqrt((log 1/P(h) + ln 1/delta1) / (2 m))
+
+where R = (1/m) sum_i E[l_i | x_<i] and R_hat = (1/m) sum_i l_i over the m tokens. R_hat is estimated
+from s units drawn uniformly with replacement (fresh randomness, after h is fixed); Hoeffding's
+inequality for their mean R_hat_s gives with probability >= 1 - delta2:
+
+    R_hat  <=  R_hat_s + Delta * sqrt(ln(1/delta2) / (2 s))
+
+Several statistics reported together (one per smoothing alpha, one per top-k) each get their own
+(delta1, delta2), and the sum over all statistics of delta1 + delta2 is delta: every reported number
+then holds simultaneously with probability >= 1 - delta. The original code split delta only over the two
+terms and not over its 8 alphas; `split_delta` below does the whole split and says how.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class DeltaSplit:
+    """How the failure probability delta is divided. Totals add up to delta exactly."""
+
+    delta: float
+    n_statistics: int
+    martingale_total: float
+    subsampling_total: float
+
+    @property
+    def martingale(self) -> float:  # delta1 for each statistic
+        return self.martingale_total / self.n_statistics
+
+    @property
+    def subsampling(self) -> float:  # delta2 for each statistic (0 when nothing is subsampled)
+        return self.subsampling_total / self.n_statistics
+
+    def as_dict(self) -> dict:
+        per_statistic = {"martingale_per_statistic": self.martingale, "subsampling_per_statistic": self.subsampling}
+        return {**asdict(self), **per_statistic}
+
+
+def split_delta(delta: float, n_statistics: int, subsampled: bool, martingale_share: float = 0.5) -> DeltaSplit:
+    """Divide delta over n_statistics reported numbers and, when subsampling, between the two terms.
+
+    The share is fixed before seeing any data (default: half to each term), so the split is itself valid.
+    Exhaustive evaluation has no subsampling term and gives all of delta to the martingale term.
+    """
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    if n_statistics < 1:
+        raise ValueError("need at least one statistic")
+    if not 0.0 < martingale_share < 1.0:
+        raise ValueError(f"the martingale share of delta must lie in (0, 1), got {martingale_share}")
+    if not subsampled:
+        return DeltaSplit(delta, n_statistics, delta, 0.0)
+    return DeltaSplit(delta, n_statistics, delta * martingale_share, delta * (1.0 - martingale_share))
+
+
+def martingale_term(delta_range: float, complexity_nats: float, m: int, delta1: float) -> float:
+    """Delta * sqrt((log 1/P(h) + ln 1/delta1) / (2 m))."""
+    if m < 1:
+        raise ValueError("m must be >= 1")
+    return delta_range * math.sqrt((complexity_nats + math.log(1.0 / delta1)) / (2.0 * m))
+
+
+def hoeffding_term(delta_range: float, s: int, delta2: float) -> float:
+    """Delta * sqrt(ln(1/delta2) / (2 s)): Hoeffding's slack for the mean of s i.i.d. draws of range Delta."""
+    if s < 1:
+        raise ValueError("s must be >= 1")
+    return delta_range * math.sqrt(math.log(1.0 / delta2) / (2.0 * s))
+
+
+@dataclass(frozen=True)
+class LotfiBound:
+    empirical: float  # R_hat_s (or the exact R_hat when exhaustive)
+    complexity_term: float
+    subsampling_term: float
+    bound: float
+
+
+def lotfi_bound(
+    empirical: float,
+    delta_range: float,
+    complexity_nats: float,
+    m: int,
+    delta1: float,
+    s: int | None = None,
+    delta2: float | None = None,
+) -> LotfiBound:
+    """R <= empirical + martingale term (+ Hoeffding subsampling term when s units were sampled)."""
+    complexity = martingale_term(delta_range, complexity_nats, m, delta1)
+    subsampling = 0.0 if s is None else hoeffding_term(delta_range, s, delta2)
+    return LotfiBound(empirical, complexity, subsampling, empirical + complexity + subsampling)
