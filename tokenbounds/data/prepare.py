@@ -8,6 +8,7 @@ tokenizers we target, so the cut does not change the tokens in practice). Shards
 """
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,40 +113,54 @@ def prepare(
     if not 0 <= eot < vocab_size:
         raise UserError(f"eot id {eot} is outside the tokenizer's vocabulary of {vocab_size}")
     dtype = dtype_for_vocab(vocab_size)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, dtype, shard_tokens)
-    sources = []
     total_bytes = sum(p.stat().st_size for p in paths)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
     try:
-        for path in paths:
-            documents = 0
-            try:
-                for pieces in _documents(path, text_key):
-                    ids = [tokenizer.encode(piece, add_special_tokens=False) for piece in pieces]
-                    flat = np.fromiter((t for chunk in ids for t in chunk), dtype=np.int64)
-                    if not len(flat):  # an empty document adds nothing, not even its eot
-                        continue
-                    writer.write_document(np.concatenate([flat, [eot]]))
-                    documents += 1
-            except UnicodeDecodeError:
-                raise UserError(f"{path} is not UTF-8 text") from None
-            sources.append({"path": str(path), "sha256": file_sha256(path), "documents": documents})
-            bar.update(path.stat().st_size)
-    finally:
+        meta = _write_all(paths, tokenizer, writer, text_key, eot, bar)
+    except BaseException:
         writer.close()
+        _remove_partial(out, writer, created)
+        raise
+    finally:
         bar.close()
+    writer.close()
+    meta.update(dtype=dtype, vocab_size=vocab_size, eot=int(eot), tokenizer=tokenizer_name)
+    write_meta(out, meta)
+    return meta
+
+
+def _remove_partial(out: Path, writer: ShardWriter, created: bool) -> None:
+    """A failed run leaves nothing behind: our shard files, and the directory if we made it."""
+    for entry in writer.entries:
+        (out / entry["file"]).unlink(missing_ok=True)
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _write_all(paths: list[Path], tokenizer, writer: ShardWriter, text_key: str, eot: int, bar) -> dict:
+    sources = []
+    for path in paths:
+        documents = 0
+        try:
+            for pieces in _documents(path, text_key):
+                ids = [tokenizer.encode(piece, add_special_tokens=False) for piece in pieces]
+                flat = np.fromiter((t for chunk in ids for t in chunk), dtype=np.int64)
+                if not len(flat):  # an empty document adds nothing, not even its eot
+                    continue
+                writer.write_document(np.concatenate([flat, [eot]]))
+                documents += 1
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text") from None
+        sources.append({"path": str(path), "sha256": file_sha256(path), "documents": documents})
+        bar.update(path.stat().st_size)
     if not any(e["tokens"] for e in writer.entries):
         raise UserError("the inputs hold no text: the corpus would be empty")
-    meta = {
-        "dtype": dtype,
-        "vocab_size": vocab_size,
-        "eot": int(eot),
-        "tokenizer": tokenizer_name,
+    return {
         "max_token_id": writer.max_id,
         "n_tokens": sum(e["tokens"] for e in writer.entries),
         "shards": writer.entries,
         "sources": sources,
     }
-    write_meta(out, meta)
-    return meta

@@ -1,0 +1,63 @@
+"""Batched, padded, logits-at-kept-positions scoring equals a plain one-unit-at-a-time forward pass."""
+
+import numpy as np
+import pytest
+import torch
+
+from tokenbounds.data.shards import open_corpus
+from tokenbounds.data.units import exhaustive_units, token_unit
+from tokenbounds.models.hf import load_model
+from tokenbounds.models.scorer import score_units
+
+
+def plain_scores(hf_model, unit):
+    """Reference: full logits of the unpadded unit, log_softmax in float64, rank by counting."""
+    with torch.no_grad():
+        logits = hf_model(torch.from_numpy(unit.tokens[None, :-1])).logits[0].double()
+    rows = logits[unit.first - 1 :]
+    targets = torch.from_numpy(unit.tokens[unit.first :])
+    logp = torch.log_softmax(rows, -1).gather(1, targets[:, None])[:, 0]
+    rank = torch.tensor([(row > row[t]).sum() for row, t in zip(rows, targets, strict=True)])
+    return logp.numpy(), rank.numpy(), torch.softmax(rows, -1).numpy()
+
+
+@pytest.fixture(scope="module")
+def model(tiny_gpt2):
+    return load_model(tiny_gpt2)
+
+
+def test_batched_scores_equal_plain_forward(model, tiny_corpus):
+    corpus = open_corpus(tiny_corpus)
+    rng = np.random.default_rng(0)
+    units = [token_unit(corpus, int(p), 16) for p in rng.integers(0, corpus.n_tokens, 60)]
+    units += list(exhaustive_units(corpus, 16))[:40]  # multi-target prefix units and sliding windows
+    alphas, ks = [0.01, 0.5], [1, 5]
+    scores = score_units(model, units, alphas=alphas, ks=ks, max_tokens=200, progress=False)
+    offset = 0
+    for index, unit in enumerate(units):
+        logp, rank, probs = plain_scores(model.model, unit)
+        n = unit.n_targets
+        got = slice(offset, offset + n)
+        assert np.all(scores.unit[got] == index)
+        assert np.array_equal(scores.positions[got], unit.positions)
+        np.testing.assert_allclose(scores.logp[got], logp, atol=2e-5)
+        assert np.array_equal(scores.rank[got], rank)
+        for j, alpha in enumerate(alphas):
+            q = (1 - alpha) * probs + alpha / probs.shape[-1]
+            np.testing.assert_allclose(scores.entropy_bits[got, j], -(q * np.log2(q)).sum(-1), atol=1e-4)
+        for j, k in enumerate(ks):
+            outside = 1 - np.sort(probs, axis=-1)[:, ::-1][:, :k].sum(-1)
+            np.testing.assert_allclose(scores.outside_topk[got, j], outside, atol=1e-5)
+        offset += n
+    assert offset == len(scores.logp)
+    assert scores.input_tokens == sum(len(u.tokens) - 1 for u in units)
+
+
+def test_bfloat16_compute_is_close_to_float32(tiny_gpt2, tiny_corpus):
+    corpus = open_corpus(tiny_corpus)
+    units = [token_unit(corpus, p, 32) for p in range(0, corpus.n_tokens, 7)]
+    full = score_units(load_model(tiny_gpt2), units, progress=False)
+    half = score_units(load_model(tiny_gpt2, "bfloat16"), units, progress=False)
+    assert half.logp.dtype == np.float32
+    assert np.abs(full.logp - half.logp).mean() < 0.05
+    assert load_model(tiny_gpt2, "bfloat16").describe()["compute_dtype"] == "bfloat16"
