@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from tokenbounds.data.prepare import prepare
+from tokenbounds.data.prepare import check_inputs, prepare
 from tokenbounds.models.hf import load_tokenizer
 
 
@@ -33,6 +33,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    check_inputs([Path(f) for f in args.files], Path(args.out), args.shard_tokens)
     tokenizer = load_tokenizer(args.tokenizer)
     meta = prepare(
         args.files,

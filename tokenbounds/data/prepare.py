@@ -2,12 +2,16 @@
 
 Each document is tokenized without special tokens and followed by the end-of-text token (eot), so the
 corpus reads doc_1 eot doc_2 eot ... A .txt file is one document; a .jsonl file holds one document per
-line, in the field named by `text_key`. Text is read in pieces of about `PIECE_CHARS` characters cut after a
-newline, so a huge file never sits in memory whole (tokens never straddle a newline in the BPE
-tokenizers we target, so the cut does not change the tokens in practice). Shards are written as they fill.
+line, in the field named by `text_key`. Either may be compressed (.xz, .gz, .bz2; read as a stream).
+Text is read in pieces of about `PIECE_CHARS` characters cut after a newline, so a huge file never sits in
+memory whole (the cut can only change tokens that would straddle that newline, which byte-level BPE
+pre-tokenizers split off anyway). Shards are written as they fill.
 """
 
+import bz2
+import gzip
 import json
+import lzma
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +26,21 @@ from tokenbounds.files import file_sha256
 PIECE_CHARS = 1 << 22
 
 
+OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+
+
+def _open_text(path: Path):
+    return OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8", errors="strict")
+
+
+def _kind(path: Path) -> str:
+    """'.jsonl' or '.txt' (anything else is read as text), looking through a compression suffix."""
+    stem = path.with_suffix("") if path.suffix in OPENERS else path
+    return stem.suffix
+
+
 def _text_pieces(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="strict") as handle:
+    with _open_text(path) as handle:
         while True:
             piece = handle.read(PIECE_CHARS)
             if not piece:
@@ -35,8 +52,8 @@ def _text_pieces(path: Path) -> Iterator[str]:
 
 def _documents(path: Path, text_key: str) -> Iterator[Iterator[str]]:
     """Yield each document as an iterator of text pieces."""
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
+    if _kind(path) == ".jsonl":
+        with _open_text(path) as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -84,6 +101,19 @@ class ShardWriter:
             self.handle = None
 
 
+def check_inputs(paths: list[Path], out: Path, shard_tokens: int) -> None:
+    """Refuse bad arguments before any slow work (loading a tokenizer, reading files)."""
+    if not paths:
+        raise UserError("no input files given")
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"input {path} does not exist or is not a file")
+    if shard_tokens <= 0:
+        raise UserError(f"--shard-tokens must be > 0, got {shard_tokens}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"output {out} exists and is not an empty directory; refusing to overwrite it")
+
+
 def prepare(
     files: list[str | Path],
     tokenizer,
@@ -97,15 +127,7 @@ def prepare(
     """Tokenize `files` into shards under `out` (which must not exist or be empty); return the meta dict."""
     out = Path(out)
     paths = [Path(f) for f in files]
-    if not paths:
-        raise UserError("no input files given")
-    for path in paths:
-        if not path.is_file():
-            raise UserError(f"input {path} does not exist or is not a file")
-    if shard_tokens <= 0:
-        raise UserError(f"--shard-tokens must be > 0, got {shard_tokens}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"output {out} exists and is not an empty directory; refusing to overwrite it")
+    check_inputs(paths, out, shard_tokens)
     eot = tokenizer.eos_token_id if eot is None else eot
     if eot is None:
         raise UserError("the tokenizer defines no end-of-text token: give one with --eot ID")
