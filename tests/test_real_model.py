@@ -24,13 +24,28 @@ def gguf():
 @pytest.mark.slow
 def test_prepare_and_bound_smollm2(gguf, tmp_path, capsys):
     shards = tmp_path / "shakespeare"
-    assert main(["prepare", str(shakespeare_path()), "--tokenizer", str(gguf), "--out", str(shards),
-                 "--no-progress"]) == 0
+    assert (
+        main(["prepare", str(shakespeare_path()), "--tokenizer", str(gguf), "--out", str(shards), "--no-progress"]) == 0
+    )
     meta = json.loads((shards / "meta.json").read_text())
     assert meta["n_tokens"] > 1_000_000 and meta["vocab_size"] == 49_152 and len(meta["sources"]) == 1
     report = tmp_path / "report.json"
-    args = ["bound", "--model", str(gguf), "--data", str(shards), "--samples", "48", "--context", "128",
-            "--message-bits", "8e8", "--json", str(report), "--no-progress"]
+    args = [
+        "bound",
+        "--model",
+        str(gguf),
+        "--data",
+        str(shards),
+        "--samples",
+        "48",
+        "--context",
+        "128",
+        "--message-bits",
+        "8e8",
+        "--json",
+        str(report),
+        "--no-progress",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     result = json.loads(report.read_text())
     assert result["vocab_size"] == 49_152
