@@ -130,6 +130,9 @@ def test_betting_batched_bisection_matches_brentq():
     batched = betting_ucb(x, 0.0, 1.0, 0.1)
     single = np.array([betting_ucb(row, 0.0, 1.0, 0.1) for row in x])
     np.testing.assert_allclose(batched, single, atol=3e-12)
+    long_rows = rng.beta(1, 6, size=(2, 3, 1500))  # the per-row brentq path keeps the batch shape
+    expected = np.array([[betting_ucb(row, 0.0, 1.0, 0.1) for row in block] for block in long_rows])
+    np.testing.assert_array_equal(betting_ucb(long_rows, 0.0, 1.0, 0.1), expected)
 
 
 def test_betting_depends_on_order_but_not_on_scale():
