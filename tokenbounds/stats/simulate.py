@@ -430,7 +430,7 @@ def binomial_allowance(delta: float, trials: int) -> float:
 
 def format_table(results: list[dict]) -> str:
     """A readable table: one row per setting and method."""
-    head = f"{'setting':<16} {'method':<34} {'delta':>5} {'viol.':>7} {'rate':>6} {'allowed':>7} "
+    head = f"{'setting':<16} {'method':<34} {'delta':>5} {'viol.':>7} {'rate':>7} {'allowed':>7} "
     head += f"{'scale':>6} {'excess':>8}  verdict"
     lines = [head, "-" * len(head)]
     for res in results:
@@ -440,7 +440,7 @@ def format_table(results: list[dict]) -> str:
             verdict = ("caught" if not ok else "not caught") if r["broken"] else ("ok" if ok else "VIOLATED")
             lines.append(
                 f"{s['name']:<16} {meth:<34} {s['delta']:>5.2f} {r['violations']:>7d} "
-                f"{r['violation_rate']:>6.3f} {r['allowed']:>7.3f} {r['scale']:>6.2f} "
+                f"{r['violation_rate']:>7.4f} {r['allowed']:>7.3f} {r['scale']:>6.2f} "
                 f"{r['mean_excess']:>8.4f}  {verdict}"
             )
     return "\n".join(lines)
