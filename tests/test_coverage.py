@@ -77,9 +77,7 @@ def test_tables_match_definitions():
     assert (t.a, t.delta_range) == (a, delta_range)
     np.testing.assert_allclose(t.loss, smoothed_bits(np.log(model), 0.05, 30))
     np.testing.assert_allclose(t.expected_loss, (chain.transition * t.loss).sum(axis=1))
-    assert (
-        np.all(t.centring >= a) and np.all(t.loss >= a - 1e-12) and np.all(t.loss <= a + delta_range + 1e-12)
-    )
+    assert np.all(t.centring >= a) and np.all(t.loss >= a - 1e-12) and np.all(t.loss <= a + delta_range + 1e-12)
     k = topk_tables(chain, model, 3)
     assert np.all(k.loss.sum(axis=1) == 27)  # three tokens per row are "correct"
     top3 = np.argsort(-model, axis=1)[:, :3]

@@ -48,9 +48,7 @@ def test_bad_lambda_grid_is_refused(bad):
     with pytest.raises(ValueError):
         check_lambda_grid(bad)
     with pytest.raises(ValueError):
-        eb_bound_exhaustive(
-            5.0, 0.01, a=0.1, delta_range=20.0, complexity_nats=10.0, m=1000, lambdas=bad, delta1=0.05
-        )
+        eb_bound_exhaustive(5.0, 0.01, a=0.1, delta_range=20.0, complexity_nats=10.0, m=1000, lambdas=bad, delta1=0.05)
 
 
 ALPHA, VOCAB = 0.01, 50257
@@ -80,9 +78,7 @@ def test_exhaustive_matches_the_design_formula():
             lambdas=lambdas,
             delta1=0.01,
         )
-        assert res.bound == pytest.approx(
-            _reference_exhaustive(4.0, v, complexity, m, lambdas, 0.01), rel=1e-12
-        )
+        assert res.bound == pytest.approx(_reference_exhaustive(4.0, v, complexity, m, lambdas, 0.01), rel=1e-12)
         assert res.bound == pytest.approx(
             res.empirical_loss + res.variance_term + res.complexity_term + res.subsample_slack, rel=1e-12
         )
@@ -159,9 +155,7 @@ def test_sampled_betting_uses_one_ucb_of_z_per_lambda():
     )
     assert res.subsample_slack > 0
     # batch path agrees with the 1-D path
-    bounds, best, _ = eb_bounds_batch(
-        np.stack([loss, loss]), np.stack([sq, sq]), delta2=0.02, ucb="betting", **kw
-    )
+    bounds, best, _ = eb_bounds_batch(np.stack([loss, loss]), np.stack([sq, sq]), delta2=0.02, ucb="betting", **kw)
     np.testing.assert_allclose(bounds, res.bound, rtol=1e-9)
     # variance-adaptive subsampling beats Hoeffding's on these (low-spread) losses
     assert res.bound < eb_bound(loss, sq, delta2=0.02, ucb="hoeffding", **kw).bound
@@ -238,9 +232,7 @@ def test_smoothed_entropy_matches_scipy():
     p = rng.dirichlet(np.full(37, 0.3), size=5)
     for alpha in (1e-3, 0.1, 0.5):
         q = (1 - alpha) * p + alpha / 37
-        np.testing.assert_allclose(
-            smoothed_entropy_bits(p, alpha), stats.entropy(q, base=2, axis=-1), rtol=1e-12
-        )
+        np.testing.assert_allclose(smoothed_entropy_bits(p, alpha), stats.entropy(q, base=2, axis=-1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("vocab", [2, 50, 1000, 50257])

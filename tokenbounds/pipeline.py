@@ -2,30 +2,52 @@
 
 Every number in the report holds simultaneously with probability >= 1 - delta: delta is split over all
 reported statistics (one per smoothing alpha, one per top-k) and, when units are subsampled, between the
-martingale and the subsampling terms (tokenbounds.stats.lotfi.split_delta). The prior is fixed before
-the data are looked at: the user's message length or the checkpoint's compressed size, plus extra bits for
-any choice made after seeing data.
+martingale and the subsampling terms (tokenbounds.stats.lotfi.split_delta); the eb method further splits
+each statistic's share over its lambda grid (tokenbounds.stats.eb). The prior is fixed before the data are
+looked at: the user's message length or the checkpoint's compressed size, plus extra bits for any choice
+made after seeing data. Sampled units are drawn after the hypothesis is fixed, with fresh randomness.
+
+Sampled modes estimate the empirical risk R_hat = (1/m) sum_i l_i from s units drawn with replacement:
+token mode draws positions uniformly; block mode draws blocks with probability proportional to their length
+and uses the block's mean loss, so in both cases E[unit value] = R_hat.
 """
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokenbounds.data.shards import open_corpus
-from tokenbounds.data.units import check_context, context_rule, exhaustive_units, sample_positions, token_unit
+from tokenbounds.data.shards import Corpus, open_corpus
+from tokenbounds.data.units import (
+    block_ids,
+    block_rule,
+    block_unit,
+    check_block,
+    check_context,
+    context_rule,
+    exhaustive_block_units,
+    exhaustive_units,
+    sample_blocks,
+    sample_positions,
+    token_unit,
+)
 from tokenbounds.errors import UserError
 from tokenbounds.models.hf import load_model
 from tokenbounds.models.scorer import score_units
-from tokenbounds.stats.lotfi import lotfi_bound, split_delta
+from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid, eb_bound, eb_bound_exhaustive
+from tokenbounds.stats.lotfi import martingale_term, split_delta
 from tokenbounds.stats.prior import complexity_nats
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
+from tokenbounds.stats.subsample import UCBS, get_ucb
 
 DEFAULT_ALPHAS = (1e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5)
 DEFAULT_KS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100)
-METHODS = ("lotfi",)
-MODES = ("token", "exhaustive")
+METHODS = ("lotfi", "eb")
+MODES = ("token", "block", "exhaustive")
+RULES = ("document", "block")
+DEFAULT_UCB = {"lotfi": "hoeffding", "eb": "betting"}
+UCB_NAMES = tuple(UCBS)
 
 
 @dataclass
@@ -36,8 +58,10 @@ class BoundRequest:
     eot: int | None = None
     method: str = "lotfi"
     mode: str = "token"
+    rule: str | None = None  # context rule; default: block for block mode, document otherwise
     samples: int = 10_000
     context: int = 1024
+    stride: int | None = None  # block rule: scored block length (divides context); default = context
     delta: float = 0.05
     seed: int = 0
     message_bits: float | None = None
@@ -45,24 +69,38 @@ class BoundRequest:
     extra_bits: float = 0.0
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     ks: tuple[int, ...] = DEFAULT_KS
+    lambdas: tuple[float, ...] | None = None  # eb: the lambda grid (default: 20 geometric values in [1e-4, 0.9])
+    subsample_ucb: str | None = None  # default: hoeffding for lotfi (the paper's), betting for eb
     compute_dtype: str = "float32"
     batch_tokens: int = 8192
     progress: bool = True
     prior_info: dict = field(default_factory=dict)  # filled in: where the message bits came from
 
+    def __post_init__(self):
+        self.rule = self.rule or ("block" if self.mode == "block" else "document")
+        self.stride = self.context if self.stride is None else self.stride
+        self.subsample_ucb = self.subsample_ucb or DEFAULT_UCB.get(self.method, "hoeffding")
+
 
 def validate(req: BoundRequest) -> None:
     """Refuse bad numbers before loading anything."""
-    if req.method not in METHODS:
-        raise UserError(f"unknown --method {req.method!r}; use one of {', '.join(METHODS)}")
-    if req.mode not in MODES:
-        raise UserError(f"unknown --mode {req.mode!r}; use one of {', '.join(MODES)}")
+    choices = {"--method": (req.method, METHODS), "--mode": (req.mode, MODES), "--rule": (req.rule, RULES)}
+    choices["--subsample-ucb"] = (req.subsample_ucb, UCB_NAMES)
+    for flag, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UserError(f"unknown {flag} {value!r}; use one of {', '.join(allowed)}")
+    if req.mode == "token" and req.rule != "document":
+        raise UserError("token mode uses the document context rule; use --mode block for the block rule")
+    if req.mode == "block" and req.rule != "block":
+        raise UserError("block mode needs the block context rule (--rule block)")
     if not 0.0 < req.delta < 1.0:
         raise UserError(f"--delta must lie in (0, 1), got {req.delta}")
     if req.mode != "exhaustive" and req.samples <= 0:
         raise UserError(f"--samples must be > 0, got {req.samples}")
     if req.context <= 0:
         raise UserError(f"--context must be > 0, got {req.context}")
+    if req.rule == "block":
+        check_block(req.context, req.stride)
     if not req.alphas:
         raise UserError("the alpha grid is empty")
     for alpha in req.alphas:
@@ -73,6 +111,11 @@ def validate(req: BoundRequest) -> None:
     for k in req.ks:
         if k < 1:
             raise UserError(f"every k must be >= 1, got {k}")
+    if req.lambdas is not None:
+        try:
+            check_lambda_grid(req.lambdas)
+        except ValueError as err:
+            raise UserError(f"--lambdas: {err}") from None
     if (req.message_bits is None) == (not req.checkpoint_size):
         raise UserError("give the prior as exactly one of --message-bits N or --checkpoint-size")
     if req.message_bits is not None and not (req.message_bits > 0 and math.isfinite(req.message_bits)):
@@ -94,11 +137,39 @@ def _message_bits(req: BoundRequest) -> float:
     return bits
 
 
-def _row(statistic: str, param: dict, loss_min: float, width: float, bound) -> dict:
-    """One result row. The loss never exceeds loss_min + width, so neither can R: the bound is clipped there."""
-    row = {"statistic": statistic, **param, "loss_min": loss_min, "loss_range": width, **asdict(bound)}
-    row["bound"] = min(row["bound"], loss_min + width)
-    return row
+@dataclass
+class UnitPlan:
+    """What to score and how the draws map onto it."""
+
+    units: object  # a list (sampled modes: distinct units) or an iterator (exhaustive)
+    n_targets: int  # targets to score, for the progress bar
+    draws: np.ndarray | None  # per draw, in sampling order: index of its unit in `units`; None if exhaustive
+    rule: str
+
+
+def plan_units(req: BoundRequest, corpus: Corpus, rng: np.random.Generator) -> UnitPlan:
+    """Draw the units (with replacement) and keep each distinct one once: duplicates cost no forward pass."""
+    if req.rule == "block":
+        check_block(req.context, req.stride, corpus)
+        rule = block_rule(req.context, req.stride)
+    else:
+        rule = context_rule(req.context)
+    if req.mode == "exhaustive":
+        if req.rule == "block":
+            return UnitPlan(exhaustive_block_units(corpus, req.context, req.stride), corpus.n_tokens, None, rule)
+        return UnitPlan(exhaustive_units(corpus, req.context), corpus.n_tokens, None, rule)
+    if req.mode == "token":
+        distinct, draws = np.unique(sample_positions(corpus, req.samples, rng), return_inverse=True)
+        units = [token_unit(corpus, int(p), req.context) for p in distinct]
+    else:
+        distinct, draws = np.unique(sample_blocks(corpus, req.samples, req.stride, rng), return_inverse=True)
+        shards, blocks = block_ids(corpus, req.stride)
+        units = [block_unit(corpus, int(shards[b]), int(blocks[b]), req.context, req.stride) for b in distinct]
+    return UnitPlan(units, sum(u.n_targets for u in units), draws.reshape(-1), rule)
+
+
+def _unit_means(values: np.ndarray, unit: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.bincount(unit, weights=values, minlength=len(counts)) / counts
 
 
 def compute_bound(req: BoundRequest) -> dict:
@@ -112,40 +183,83 @@ def compute_bound(req: BoundRequest) -> dict:
     message_bits = _message_bits(req)
     nats = complexity_nats(message_bits, req.extra_bits)
     m = corpus.n_tokens
+    plan = plan_units(req, corpus, np.random.default_rng(req.seed))
+    eb = req.method == "eb"
 
-    rng = np.random.default_rng(req.seed)
     started = time.perf_counter()
-    if req.mode == "token":
-        # Draws are with replacement: score each distinct position once, then expand back to the draws.
-        positions = sample_positions(corpus, req.samples, rng)
-        distinct, inverse = np.unique(positions, return_inverse=True)
-        units = [token_unit(corpus, int(p), req.context) for p in distinct]
-        s = req.samples
-    else:
-        units, s = exhaustive_units(corpus, req.context), None  # a generator: never all in memory
-    total = len(units) if s else m
     scores = score_units(
-        model, units, max_tokens=req.batch_tokens, progress=req.progress, total=total, pad_id=corpus.eot
+        model,
+        plan.units,
+        alphas=list(req.alphas) if eb else None,
+        ks=list(req.ks) if eb else None,
+        max_tokens=req.batch_tokens,
+        progress=req.progress,
+        total=plan.n_targets,
+        pad_id=corpus.eot,
     )
-    if s is None:
-        if len(scores.logp) != m:
-            raise RuntimeError(f"exhaustive scoring covered {len(scores.logp)} of {m} tokens")
-        logp, rank = scores.logp, scores.rank
-    else:
-        logp, rank = scores.logp[inverse], scores.rank[inverse]
     seconds = time.perf_counter() - started
+    if plan.draws is None and len(scores.logp) != m:
+        raise RuntimeError(f"exhaustive scoring covered {len(scores.logp)} of {m} tokens")
 
-    split = split_delta(req.delta, len(req.alphas) + len(req.ks), subsampled=s is not None)
+    sampled = plan.draws is not None
+    s = len(plan.draws) if sampled else None
+    split = split_delta(req.delta, len(req.alphas) + len(req.ks), subsampled=sampled)
+    counts = np.bincount(scores.unit).astype(np.float64)
+    lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
+
+    def statistic(loss: np.ndarray, centring: np.ndarray | None, a: float, width: float) -> dict:
+        """One statistic's bound from per-target losses (and the eb centring), as a report row."""
+        token_std = float(np.std(loss))
+        if sampled:
+            unit_loss = _unit_means(loss, scores.unit, counts)[plan.draws]
+            spread = {"unit_std": float(np.std(unit_loss)), "token_std": token_std}
+        else:
+            spread = {"unit_std": None, "token_std": token_std}
+        common = {"a": a, "delta_range": width, "complexity_nats": nats, "m": m, "delta1": split.martingale}
+        if eb:
+            sq = ((centring - loss) / width) ** 2
+            if sampled:
+                unit_sq = _unit_means(sq, scores.unit, counts)[plan.draws]
+                b = eb_bound(
+                    unit_loss, unit_sq, lambdas=lambdas, delta2=split.subsampling, ucb=req.subsample_ucb, **common
+                )
+            else:
+                b = eb_bound_exhaustive(float(loss.mean()), float(sq.mean()), lambdas=lambdas, **common)
+            return {
+                "empirical": b.empirical_loss,
+                "complexity_term": b.complexity_term,
+                "variance_term": b.variance_term,
+                "subsampling_term": b.subsample_slack,
+                "bound": b.bound,
+                "lambda": b.lam,
+                "mean_sq": b.mean_sq,
+                **spread,
+            }
+        complexity = martingale_term(width, nats, m, split.martingale)
+        if sampled:
+            empirical = float(unit_loss.mean())
+            ucb = float(get_ucb(req.subsample_ucb)(unit_loss, a, a + width, split.subsampling))
+        else:
+            empirical = ucb = float(loss.mean())
+        return {
+            "empirical": empirical,
+            "complexity_term": complexity,
+            "subsampling_term": ucb - empirical,
+            "bound": ucb + complexity,
+            **spread,
+        }
+
     results = []
-    for alpha in req.alphas:
+    for j, alpha in enumerate(req.alphas):
         a, width = loss_range(alpha, vocab)
-        empirical = float(np.mean(smoothed_bits(logp, alpha, vocab)))
-        b = lotfi_bound(empirical, width, nats, m, split.martingale, s, split.subsampling or None)
-        results.append(_row("bits_per_token", {"alpha": alpha}, a, width, b))
-    for k in req.ks:
-        empirical = float(np.mean(rank >= k))
-        b = lotfi_bound(empirical, 1.0, nats, m, split.martingale, s, split.subsampling or None)
-        results.append(_row("top_k_error", {"k": k}, 0.0, 1.0, b))
+        loss = smoothed_bits(scores.logp, alpha, vocab)
+        # The scorer's entropy is float32; the centring only needs c >= a, so clip the rounding away.
+        centring = np.maximum(scores.entropy_bits[:, j].astype(np.float64), a) if eb else None
+        results.append(_row("bits_per_token", {"alpha": alpha}, a, width, statistic(loss, centring, a, width)))
+    for j, k in enumerate(req.ks):
+        errors = (scores.rank >= k).astype(np.float64)
+        centring = np.clip(scores.outside_topk[:, j].astype(np.float64), 0.0, 1.0) if eb else None
+        results.append(_row("top_k_error", {"k": k}, 0.0, 1.0, statistic(errors, centring, 0.0, 1.0)))
 
     bpt = [r for r in results if r["statistic"] == "bits_per_token"]
     best = min(bpt, key=lambda r: r["bound"])
@@ -156,25 +270,29 @@ def compute_bound(req: BoundRequest) -> dict:
         "delta": req.delta,
         "n_tokens": m,
         "samples": s,
+        "distinct_units": len(plan.units) if sampled else None,
         "vocab_size": vocab,
         "log2_vocab": math.log2(vocab),
         "message_bits": message_bits,
         "extra_bits": req.extra_bits,
         "complexity_nats": nats,
         "context": req.context,
-        "context_rule": context_rule(req.context),
+        "stride": req.stride if req.rule == "block" else None,
+        "context_rule": plan.rule,
+        "subsample_ucb": req.subsample_ucb if sampled else None,
+        "lambdas": lambdas.tolist() if eb else None,
         "seed": req.seed,
         "delta_split": split.as_dict(),
         "prior": {"message_bits": message_bits, "extra_bits": req.extra_bits, **req.prior_info},
         "hypothesis": {
             **model.describe(),
             "smoothing": "p_h = (1 - alpha) p_model + alpha / V, one hypothesis per alpha",
-            "context_rule": context_rule(req.context),
+            "context_rule": plan.rule,
         },
         "data": {"path": str(req.data), "shards": len(corpus.shards), "n_tokens": m, "eot": corpus.eot},
         "results": results,
         "best_bits_per_token": {"alpha": best["alpha"], "bound": best["bound"], "empirical": best["empirical"]},
-        "mean_nll_bits_unsmoothed": float(-np.mean(logp) / math.log(2.0)),
+        "mean_nll_bits_unsmoothed": float(-np.mean(scores.logp) / math.log(2.0)),
         "timing": {
             "score_seconds": seconds,
             "scored_targets": n_scored,
@@ -183,3 +301,10 @@ def compute_bound(req: BoundRequest) -> dict:
             "input_tokens_per_second": scores.input_tokens / seconds if seconds > 0 else None,
         },
     }
+
+
+def _row(statistic: str, param: dict, loss_min: float, width: float, values: dict) -> dict:
+    """One result row. The loss never exceeds loss_min + width, so neither can R: the bound is clipped there."""
+    row = {"statistic": statistic, **param, "loss_min": loss_min, "loss_range": width, **values}
+    row["bound"] = min(row["bound"], loss_min + width)
+    return row

@@ -2,7 +2,16 @@
 
 import argparse
 
-from tokenbounds.pipeline import DEFAULT_ALPHAS, DEFAULT_KS, METHODS, MODES, BoundRequest, compute_bound
+from tokenbounds.pipeline import (
+    DEFAULT_ALPHAS,
+    DEFAULT_KS,
+    METHODS,
+    MODES,
+    RULES,
+    UCB_NAMES,
+    BoundRequest,
+    compute_bound,
+)
 from tokenbounds.report.io import check_writable, write_json
 from tokenbounds.report.table import format_bound_table
 
@@ -37,15 +46,37 @@ def add_parser(sub):
     )
     p.add_argument("--dtype", choices=["uint16", "uint32"], help="token dtype of a raw .bin file")
     p.add_argument("--eot", type=int, metavar="ID", help="end-of-text id of a raw .bin file (document separator)")
-    p.add_argument("--method", default="lotfi", choices=METHODS, help="lotfi: the paper's Azuma + Hoeffding bound")
+    p.add_argument(
+        "--method",
+        default="lotfi",
+        choices=METHODS,
+        help="lotfi: the paper's Azuma-Hoeffding martingale bound (pays the full loss range); eb: the "
+        "entropy-centred empirical-Bernstein martingale bound (pays the spread of the loss around the model's "
+        "own entropy; same guarantee, usually several times tighter)",
+    )
     p.add_argument(
         "--mode",
         default="token",
         choices=MODES,
-        help="token: score s positions drawn uniformly with replacement (the paper's); exhaustive: score every "
-        "token (exact empirical risk, no subsampling term; for small corpora)",
+        help="token: score s positions drawn uniformly with replacement, one forward pass each (the paper's); "
+        "block: draw s aligned blocks in proportion to their length and score all their tokens in one forward "
+        "pass (unit = block mean); exhaustive: score every token (exact empirical risk, no subsampling term)",
     )
-    p.add_argument("--samples", type=int, default=10_000, metavar="S", help="number of sampled units s (token mode)")
+    p.add_argument(
+        "--rule",
+        choices=RULES,
+        help="context rule of the hypothesis: document (previous <= L tokens since the last eot; token and "
+        "exhaustive modes) or block (context resets at aligned blocks; block mode, and exhaustive). "
+        "Default: block for block mode, document otherwise",
+    )
+    p.add_argument("--samples", type=int, default=10_000, metavar="S", help="sampled units s: tokens or blocks")
+    p.add_argument(
+        "--stride",
+        type=int,
+        metavar="S",
+        help="block rule: length of the scored blocks, a divisor of --context; each block is scored after the "
+        "context - S tokens before it, so every token has >= context - S tokens of context (default: --context)",
+    )
     p.add_argument(
         "--context",
         type=int,
@@ -71,6 +102,18 @@ def add_parser(sub):
         metavar="B",
         help="bits paid for choices made after seeing the data: log2 of the number of options tried",
     )
+    p.add_argument(
+        "--subsample-ucb",
+        choices=UCB_NAMES,
+        help="upper confidence bound for the subsampled empirical risk: hoeffding (the paper's, default for lotfi), "
+        "maurer-pontil (empirical Bernstein), betting (Waudby-Smith & Ramdas 2024, default for eb)",
+    )
+    p.add_argument(
+        "--lambdas",
+        type=_floats,
+        metavar="L1,L2,...",
+        help="eb: the lambda grid in (0, 1), fixed in advance (default: 20 geometric values from 1e-4 to 0.9)",
+    )
     p.add_argument("--alphas", type=_floats, default=DEFAULT_ALPHAS, metavar="A1,A2,...", help="smoothing weights")
     p.add_argument("--topk", type=_ints, default=DEFAULT_KS, metavar="K1,K2,...", help="k values for top-k error")
     p.add_argument(
@@ -95,8 +138,10 @@ def run(args) -> int:
         eot=args.eot,
         method=args.method,
         mode=args.mode,
+        rule=args.rule,
         samples=args.samples,
         context=args.context,
+        stride=args.stride,
         delta=args.delta,
         seed=args.seed,
         message_bits=args.message_bits,
@@ -104,6 +149,8 @@ def run(args) -> int:
         extra_bits=args.extra_bits,
         alphas=args.alphas,
         ks=args.topk,
+        lambdas=args.lambdas,
+        subsample_ucb=args.subsample_ucb,
         compute_dtype=args.compute_dtype,
         batch_tokens=args.batch_tokens,
         progress=not args.no_progress,

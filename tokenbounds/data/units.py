@@ -93,3 +93,60 @@ def exhaustive_units(corpus: Corpus, context: int) -> Iterator[Unit]:
             for i in range(head_end + 1, end + 1):
                 window = np.asarray(shard[i - context : i + 1], dtype=np.int64)
                 yield Unit(window, context, np.array([i + offset], dtype=np.int64))
+
+
+def block_rule(context: int, stride: int) -> str:
+    overlap = context - stride
+    return (
+        f"block: aligned blocks of {stride} tokens per shard; x_i sees an eot (beginning-of-sequence token) followed "
+        f"by the {overlap} tokens before its block and the tokens of its block before it (context <= {context})"
+    )
+
+
+def check_block(context: int, stride: int, corpus: Corpus | None = None) -> None:
+    if stride <= 0 or context % stride:
+        raise UserError(f"--stride {stride} must be a positive divisor of the block size (--context {context})")
+    if corpus is not None and stride > int(corpus.shard_lengths.max()):
+        raise UserError(
+            f"block size {stride} is larger than every shard (the longest has {corpus.shard_lengths.max()})"
+        )
+
+
+def block_unit(corpus: Corpus, shard_index: int, block: int, context: int, stride: int) -> Unit:
+    """Block `block` of a shard: targets x[b : b + stride], each seeing [eot] + x[b - (context - stride) : i].
+
+    The context is reset at every block (through the eot in front), so one forward pass scores the whole
+    block, and with stride < context every target after the shard's first block sees >= context - stride
+    tokens. The rule depends on x_<i and on the position i only: a valid predictor.
+    """
+    shard = corpus.shards[shard_index]
+    begin = block * stride
+    end = min(begin + stride, len(shard))
+    window_start = max(begin - (context - stride), 0)
+    tokens = np.concatenate([[corpus.eot], np.asarray(shard[window_start:end], dtype=np.int64)])
+    offset = int(corpus.offsets[shard_index])
+    return Unit(tokens, 1 + begin - window_start, np.arange(begin, end, dtype=np.int64) + offset)
+
+
+def block_ids(corpus: Corpus, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(shard index, block index) of every block, in corpus order; the last block of a shard may be short."""
+    counts = -(-corpus.shard_lengths // stride)
+    shards = np.repeat(np.arange(len(counts)), counts)
+    blocks = np.concatenate([np.arange(c) for c in counts])
+    return shards, blocks
+
+
+def sample_blocks(corpus: Corpus, samples: int, stride: int, rng: np.random.Generator) -> np.ndarray:
+    """s block ids (global block numbers) drawn with probability proportional to their length, with replacement.
+
+    Drawing a uniform token position and taking its block gives exactly P(block) = length / m.
+    """
+    positions = sample_positions(corpus, samples, rng)
+    shard, local = corpus.locate(positions)
+    first_block = np.concatenate([[0], np.cumsum(-(-corpus.shard_lengths // stride))])
+    return first_block[shard] + local // stride
+
+
+def exhaustive_block_units(corpus: Corpus, context: int, stride: int) -> Iterator[Unit]:
+    for shard_index, block in zip(*block_ids(corpus, stride), strict=True):
+        yield block_unit(corpus, int(shard_index), int(block), context, stride)

@@ -7,31 +7,30 @@ def _fmt(value: float) -> str:
 
 def format_bound_table(report: dict) -> str:
     """Per statistic: empirical value, complexity term, subsampling term, bound; then the bookkeeping."""
+    eb = report["method"] == "eb"
     header = ("statistic", "param", "range", "empirical", "complexity", "subsampling", "bound")
+    if eb:
+        header = (*header[:5], "variance", "lambda", *header[5:])
     rows = []
     for r in report["results"]:
         if r["statistic"] == "bits_per_token":
             name, param = "bits/token", f"alpha={r['alpha']:g}"
         else:
             name, param = "top-k error", f"k={r['k']}"
-        rows.append(
-            (
-                name,
-                param,
-                _fmt(r["loss_range"]),
-                _fmt(r["empirical"]),
-                _fmt(r["complexity_term"]),
-                _fmt(r["subsampling_term"]),
-                _fmt(r["bound"]),
-            )
-        )
+        row = [name, param, _fmt(r["loss_range"]), _fmt(r["empirical"]), _fmt(r["complexity_term"])]
+        if eb:
+            row += [_fmt(r["variance_term"]), f"{r['lambda']:.3g}"]
+        rows.append((*row, _fmt(r["subsampling_term"]), _fmt(r["bound"])))
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(x).rjust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
 
     split = report["delta_split"]
     best = report["best_bits_per_token"]
-    samples = "exhaustive (every token scored)" if report["samples"] is None else f"{report['samples']} sampled units"
+    if report["samples"] is None:
+        samples = "exhaustive (every token scored)"
+    else:
+        samples = f"{report['samples']} sampled units ({report['subsample_ucb']} UCB)"
     lines += [
         "",
         f"method {report['method']}, mode {report['mode']}: {samples} of m = {report['n_tokens']} tokens; "

@@ -175,9 +175,7 @@ def eb_bounds_batch(
     loss = _check_units(unit_loss, a, a + delta_range, "unit losses")
     sq = _check_units(unit_sq, 0.0, 1.0, "unit means of ((c - l)/Delta)^2")
     if loss.shape != sq.shape or loss.ndim == 0 or loss.shape[-1] < 1:
-        raise ValueError(
-            f"unit losses and squared terms need one shared shape (..., n), got {loss.shape}, {sq.shape}"
-        )
+        raise ValueError(f"unit losses and squared terms need one shared shape (..., n), got {loss.shape}, {sq.shape}")
     ratio = psi(lam) / lam  # (K,)
     z_width = delta_range * (1.0 + ratio)  # range of Z for each lambda
     # Z scaled to [0, 1] per lambda: shape (..., K, n); every UCB here is affine-equivariant

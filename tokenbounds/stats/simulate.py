@@ -106,9 +106,7 @@ def sample_paths(chain: MarkovChain, n_trials: int, length: int, rng: np.random.
 
 def perturbed_predictor(chain: MarkovChain, rng: np.random.Generator, temperature: float, noise: float):
     """A fixed mis-specified model: q(y|s) ∝ (P(y|s) + 1e-6)^(1/temperature) * exp(noise * N(0, 1))."""
-    logits = np.log(chain.transition + 1e-6) / temperature + noise * rng.standard_normal(
-        chain.transition.shape
-    )
+    logits = np.log(chain.transition + 1e-6) / temperature + noise * rng.standard_normal(chain.transition.shape)
     logits -= logits.max(axis=1, keepdims=True)
     q = np.exp(logits)
     return q / q.sum(axis=1, keepdims=True)
@@ -316,9 +314,7 @@ def _method_bound(method, units_loss, units_sq, token_loss, token_sq, t, s, d1, 
                 complexity_scale=scale,
             )
         else:
-            bound = _eb_exhaustive_batch(
-                mean_loss, mean_sq, t, s, d1, drop_variance=rest == ["no-variance-term"]
-            )
+            bound = _eb_exhaustive_batch(mean_loss, mean_sq, t, s, d1, drop_variance=rest == ["no-variance-term"])
         return bound, mean_loss
     loss, sq = units_loss[unit], units_sq[unit]
     ucb = rest[0]
@@ -394,9 +390,7 @@ def run_setting(
                 d1 = s.delta / n_stats if exhaustive else s.delta / (2 * n_stats)
                 d2 = 0.0 if exhaustive else s.delta / (2 * n_stats)
                 meth_for_bound = meth.replace("eb-topk", "eb")
-                bound, est = _method_bound(
-                    meth_for_bound, units_loss, units_sq, token_loss, token_sq, t, s, d1, d2
-                )
+                bound, est = _method_bound(meth_for_bound, units_loss, units_sq, token_loss, token_sq, t, s, d1, d2)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     per_method[meth][0].append((risk - est) / (bound - est))
                 per_method[meth][1].append(bound - est)

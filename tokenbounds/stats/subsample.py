@@ -139,9 +139,7 @@ def betting_ucb(values: np.ndarray, lo: float, hi: float, delta: float):
         return _finish(np.float64(_betting_root(x, bets, threshold)), lo, hi)
     if x.shape[-1] >= 1000:  # long rows: a brentq per row needs ~10-15 capital evaluations instead of 45
         flat_x, flat_bets = x.reshape(-1, x.shape[-1]), bets.reshape(-1, x.shape[-1])
-        roots = [
-            _betting_root(row, row_bets, threshold) for row, row_bets in zip(flat_x, flat_bets, strict=True)
-        ]
+        roots = [_betting_root(row, row_bets, threshold) for row, row_bets in zip(flat_x, flat_bets, strict=True)]
         return _finish(np.reshape(roots, x.shape[:-1]), lo, hi)
     # many short rows: vectorised bisection on [0, 1], keeping `upper` rejected (K >= 1/delta) or at 1
     lower = np.zeros(x.shape[:-1])
