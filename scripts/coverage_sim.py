@@ -17,9 +17,7 @@ from tokenbounds.stats.simulate import BROKEN_METHODS, METHODS, SETTINGS, format
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=2000, help="seeded corpora per setting (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the trials (the sources are fixed)")
     parser.add_argument(
