@@ -21,6 +21,8 @@ Methods ("bound/unit/ucb"):
   eb/exhaustive, eb/token/<ucb>, eb/block/<ucb>, eb-topk/token/betting                       (DESIGN §3.2)
 Deliberately broken variants, which the same harness must catch:
   lotfi/exhaustive/half-complexity   the martingale term halved
+  eb/exhaustive/half-complexity      L / (lambda m) halved (shown for information: its slack is too large
+                                     for these settings to catch it)
   eb/exhaustive/no-variance-term     v taken as 0 (only L/(lambda m) left)
   eb/token/plug-in                   the subsample means used as if they were the exact R_hat and v
 
@@ -276,6 +278,7 @@ METHODS = (
 )
 BROKEN_METHODS = (
     "lotfi/exhaustive/half-complexity",
+    "eb/exhaustive/half-complexity",
     "eb/exhaustive/no-variance-term",
     "eb/token/plug-in",
 )
@@ -289,9 +292,11 @@ class _Tally:
     excess: list = field(default_factory=list)  # per trial: mean over alphas of bound - est
 
 
-def _eb_exhaustive_batch(mean_loss, mean_sq, t: TokenTables, s: Setting, delta1, drop_variance=False):
+def _eb_exhaustive_batch(
+    mean_loss, mean_sq, t: TokenTables, s: Setting, delta1, drop_variance=False, complexity_scale=1.0
+):
     lam = np.asarray(s.lambdas)
-    log_term = s.complexity_nats + math.log(lam.size / delta1)
+    log_term = complexity_scale * (s.complexity_nats + math.log(lam.size / delta1))
     ratio = 0.0 if drop_variance else psi(lam) / lam
     bounds = mean_loss[:, None] + t.delta_range * (ratio * mean_sq[:, None] + log_term / (lam * s.m))
     return bounds.min(axis=1)
@@ -317,7 +322,13 @@ def _method_bound(method, units_loss, units_sq, token_loss, token_sq, t, s, d1, 
             )
         else:
             bound = _eb_exhaustive_batch(
-                mean_loss, mean_sq, t, s, d1, drop_variance=rest == ["no-variance-term"]
+                mean_loss,
+                mean_sq,
+                t,
+                s,
+                d1,
+                drop_variance=rest == ["no-variance-term"],
+                complexity_scale=0.5 if rest == ["half-complexity"] else 1.0,
             )
         return bound, mean_loss
     loss, sq = units_loss[unit], units_sq[unit]
