@@ -1,1 +1,2 @@
-"""Pure statistics (numpy/scipy only, never torch): every formula of a bound lives here, next to its derivation."""
+"""Pure statistics (numpy/scipy only, never torch): every formula of a bound lives here, next to its
+derivation."""
