@@ -219,3 +219,13 @@ def test_json_report_is_never_overwritten(tiny_gpt2, tiny_corpus, tmp_path, caps
     code, _, err = run_cli(bound_args(tiny_gpt2, tiny_corpus, "--json", str(existing)), capsys)
     one_line_error(code, err, "already exists")
     assert existing.read_text() == "keep me"
+
+
+def test_unknown_or_missing_device(tiny_gpt2, tiny_corpus, capsys):
+    code, _, err = run_cli(bound_args(tiny_gpt2, tiny_corpus, "--device", "toaster"), capsys)
+    one_line_error(code, err, "device")
+    import torch
+
+    if not torch.cuda.is_available():
+        code, _, err = run_cli(bound_args(tiny_gpt2, tiny_corpus, "--device", "cuda"), capsys)
+        one_line_error(code, err, "CUDA")

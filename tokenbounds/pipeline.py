@@ -72,6 +72,7 @@ class BoundRequest:
     lambdas: tuple[float, ...] | None = None  # eb: the lambda grid (default: 20 geometric values in [1e-4, 0.9])
     subsample_ucb: str | None = None  # default: hoeffding for lotfi (the paper's), betting for eb
     compute_dtype: str = "float32"
+    device: str = "cpu"
     batch_tokens: int = 8192
     progress: bool = True
     prior_info: dict = field(default_factory=dict)  # filled in: where the message bits came from
@@ -176,7 +177,7 @@ def compute_bound(req: BoundRequest) -> dict:
     """Run the whole bound and return the JSON report."""
     validate(req)
     corpus = open_corpus(req.data, req.dtype, req.eot)
-    model = load_model(req.model, req.compute_dtype)
+    model = load_model(req.model, req.compute_dtype, req.device)
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
     check_context(req.context, model.max_positions)

@@ -122,6 +122,7 @@ def add_parser(sub):
         choices=["float32", "bfloat16"],
         help="dtype of the forward pass; part of the hypothesis (log-softmax is always float32)",
     )
+    p.add_argument("--device", default="cpu", help="torch device for the forward passes: cpu, cuda, cuda:N")
     p.add_argument("--batch-tokens", type=int, default=8192, metavar="N", help="padded tokens per forward batch")
     p.add_argument("--json", metavar="OUT", help="write the JSON report here")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -152,6 +153,7 @@ def run(args) -> int:
         lambdas=args.lambdas,
         subsample_ucb=args.subsample_ucb,
         compute_dtype=args.compute_dtype,
+        device=args.device,
         batch_tokens=args.batch_tokens,
         progress=not args.no_progress,
     )

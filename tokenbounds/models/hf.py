@@ -36,8 +36,9 @@ def check_gguf(path: Path) -> None:
 class HFLogitModel:
     """A transformers causal LM behind the `LogitModel` interface."""
 
-    def __init__(self, model, source: str, fmt: str, dtype: str):
-        self.model = model.eval()
+    def __init__(self, model, source: str, fmt: str, dtype: str, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
         self.source, self.format, self.dtype = source, fmt, dtype
         head = model.get_output_embeddings()
         self.vocab_size = int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
@@ -58,6 +59,7 @@ class HFLogitModel:
             "n_parameters": sum(p.numel() for p in self.model.parameters()),
             "vocab_size": self.vocab_size,
             "compute_dtype": self.dtype,
+            "device": self.device.type,
         }
 
 
@@ -84,10 +86,24 @@ def _load_gguf(path: Path, torch_dtype: torch.dtype):
     return model.to(torch_dtype)
 
 
-def load_model(path: str | Path, dtype: str = "float32") -> HFLogitModel:
-    """Load a causal LM from a local model directory or a .gguf file, in the given compute dtype."""
+def check_device(device: str) -> str:
+    """A torch device string that exists on this machine (cpu, cuda, cuda:1, mps)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but torch sees no CUDA GPU here")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} requested but MPS is not available here")
+    return device
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> HFLogitModel:
+    """Load a causal LM from a local model directory or a .gguf file, in the given compute dtype and device."""
     if dtype not in COMPUTE_DTYPES:
         raise UserError(f"unknown compute dtype {dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
+    check_device(device)
     torch_dtype = COMPUTE_DTYPES[dtype]
     path = Path(path)
     if not path.exists():
@@ -95,14 +111,15 @@ def load_model(path: str | Path, dtype: str = "float32") -> HFLogitModel:
     if path.is_file():
         if path.suffix != ".gguf":
             raise UserError(f"{path} is a file but not a .gguf; give a model directory or a .gguf file")
-        return HFLogitModel(_load_gguf(path, torch_dtype), str(path), "gguf (dequantized by transformers)", dtype)
+        model = _load_gguf(path, torch_dtype)
+        return HFLogitModel(model, str(path), "gguf (dequantized by transformers)", dtype, device)
     if not (path / "config.json").is_file():
         raise UserError(f"{path} has no config.json: not a Hugging Face model directory")
     try:
         model = _from_pretrained(path, torch_dtype)
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
-    return HFLogitModel(model, str(path), "huggingface directory", dtype)
+    return HFLogitModel(model, str(path), "huggingface directory", dtype, device)
 
 
 def load_tokenizer(path: str | Path):

@@ -94,6 +94,7 @@ def score_units(
 ) -> Scores:
     """Score every target of every unit. Units are consumed in buffers, so an iterator may be huge."""
     alphas, ks = list(alphas or []), list(ks or [])
+    device = getattr(model, "device", torch.device("cpu"))
     max_logit_rows = max(1, logit_bytes // (4 * model.vocab_size))  # float32 logits held at once, about
     out: dict[str, list] = {"logp": [], "rank": [], "unit": [], "positions": [], "entropy": [], "outside": []}
     bar = tqdm(total=total, unit="tok", desc="scoring", disable=not progress, dynamic_ncols=True)
@@ -110,14 +111,14 @@ def score_units(
             ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
             for r, u in enumerate(rows):
                 ids[r, : len(u.tokens) - 1] = torch.from_numpy(u.tokens[:-1])
-            keep = torch.arange(lo, length)
+            keep = torch.arange(lo, length, device=device)
             with torch.inference_mode():
-                logits = model.logits(ids, keep)
+                logits = model.logits(ids.to(device), keep)
                 for r, u in enumerate(rows):
                     sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
-                    targets = torch.from_numpy(u.tokens[u.first :])
+                    targets = torch.from_numpy(u.tokens[u.first :]).to(device)
                     results[batch[r]] = tuple(
-                        None if t is None else t.numpy() for t in _target_stats(sel, targets, alphas, ks)
+                        None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks)
                     )
             bar.update(sum(u.n_targets for u in rows))
             input_tokens += sum(len(u.tokens) - 1 for u in rows)
