@@ -103,3 +103,15 @@ def test_prepare_refuses_to_overwrite_and_missing_inputs(tiny_tokenizer, tmp_pat
     assert code == 2 and "does not exist" in capsys.readouterr().err
     code = main(["prepare", str(txt), "--tokenizer", str(tmp_path / "nope"), "--out", str(tmp_path / "o3")])
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_byte_tokenizer_prepares_utf8_bytes_and_eot(tmp_path, capsys):
+    txt = tmp_path / "a.txt"
+    txt.write_text("Ay, thou poor ghost — whiles memory holds a seat\n", encoding="utf-8")
+    out = tmp_path / "bytes"
+    assert main(["prepare", str(txt), "--tokenizer", "bytes", "--out", str(out), "--no-progress"]) == 0
+    corpus = open_corpus(out)
+    tokens = np.asarray(corpus.shards[0]).tolist()
+    assert tokens == list(txt.read_bytes()) + [256]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["vocab_size"] == 257 and meta["eot"] == 256 and meta["tokenizer"] == "bytes"

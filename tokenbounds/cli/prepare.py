@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from tokenbounds.data.bytes_tokenizer import ByteTokenizer
 from tokenbounds.data.prepare import check_inputs, prepare
 from tokenbounds.models.hf import load_tokenizer
 
@@ -20,7 +21,8 @@ def add_parser(sub):
         "--tokenizer",
         required=True,
         metavar="PATH",
-        help="a local Hugging Face model directory, a tokenizer.json, or a .gguf file (its embedded tokenizer)",
+        help="a local Hugging Face model directory, a tokenizer.json, a .gguf file (its embedded tokenizer), or "
+        "'bytes' for the byte-level tokenizer (ids 0-255, eot 256; depends on no data)",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist, or be empty)")
     p.add_argument("--text-key", default="text", help="jsonl field holding the document text (default: text)")
@@ -34,12 +36,12 @@ def add_parser(sub):
 
 def run(args) -> int:
     check_inputs([Path(f) for f in args.files], Path(args.out), args.shard_tokens)
-    tokenizer = load_tokenizer(args.tokenizer)
+    tokenizer = ByteTokenizer() if args.tokenizer == "bytes" else load_tokenizer(args.tokenizer)
     meta = prepare(
         args.files,
         tokenizer,
         args.out,
-        tokenizer_name=str(Path(args.tokenizer).resolve()),
+        tokenizer_name="bytes" if args.tokenizer == "bytes" else str(Path(args.tokenizer).resolve()),
         text_key=args.text_key,
         shard_tokens=args.shard_tokens,
         eot=args.eot,
