@@ -78,6 +78,15 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--json: directory {out.parent} does not exist")
     result = measure_size(args.paths, codecs=codecs, progress=not args.no_progress)
     print(format_table(result))
+    from tokenbounds.compress.model import MANIFEST, is_quantized_dir
+
+    for path in args.paths:
+        if is_quantized_dir(path):
+            bits = json.loads((Path(path) / MANIFEST).read_text()).get("message_bits")
+            print(
+                f"note: {path} is a quantized directory; its coded message is {bits:,} bits ({MANIFEST}), which is "
+                "what `bound` uses as its prior"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return 0

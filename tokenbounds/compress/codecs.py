@@ -14,14 +14,15 @@ Codecs and levels (a spec is NAME or NAME:LEVEL, e.g. `brotli:11`):
 
 - gzip: the system `gzip` (GNU gzip, default level 6) when it is on PATH: exactly the paper's recipe. Without it,
   Python's zlib at level 6 in a gzip wrapper plus the same name field; zlib's deflate is a different
-  implementation from GNU gzip's, so its length can differ from `gzip -c` by a few hundred bytes per 100 MB
-  (`SizeResult.methods` says which one ran). A level is passed as `gzip -LEVEL`.
+  implementation from GNU gzip's and its output is not byte-identical: on the SmolLM2-135M Q4_1 GGUF it is 0.2 %
+  longer (92,863,459 vs 92,678,226 bytes), so `SizeResult.methods` says which one ran. A level is passed as
+  `gzip -LEVEL`.
 - xz: Python's lzma (liblzma), preset 6 (xz's default), CRC64 check, single-threaded: the same bytes as
   `xz -T1 -6 -c`.
 - zstd: the `zstandard` package, level 19 (the strongest level without --ultra memory), 2 worker threads.
-- brotli: the `brotli` package, quality 9 with a 2^24-byte window. Quality 11 compresses at about 0.6 MB/s on this
-  machine (a 100 MB checkpoint: about 3 minutes; a 10 GB one: 5 hours) for about 0.2 % fewer bytes on GGUF
-  weights; quality 9 runs at about 50 MB/s. Ask for `brotli:11` when it is worth it.
+- brotli: the `brotli` package, quality 9 with a 2^24-byte window. Quality 11 compresses at 0.6 MB/s on an 8 MB
+  slice of the SmolLM2 GGUF on an idle core here (a 100 MB checkpoint: 3 minutes or more; a 10 GB one: 5 hours) for
+  0.25 % fewer bytes on that slice; quality 9 runs at about 50 MB/s. Ask for `brotli:11` when it is worth it.
 
 All codecs run at once, each in its own thread (zlib, lzma, zstd and brotli release the GIL while compressing; gzip
 is a separate process), fed from one reader through bounded queues: the checkpoint is read once, streamed in

@@ -221,7 +221,7 @@ class Source:
 
 
 def quantize_model(
-    source: str | Path,
+    source: "str | Path | Source",
     out: str | Path,
     levels: int,
     kmeans: bool = False,
@@ -261,7 +261,7 @@ def quantize_model(
         from tokenbounds.data.shards import open_corpus
 
         corpus = open_corpus(data, dtype=data_dtype, eot=data_eot)
-    src = Source(source)
+    src = source if isinstance(source, Source) else Source(source)  # a Source can be reused across a sweep
     state = quantize_tensors(
         src.tensors,
         levels,

@@ -30,8 +30,8 @@ import numpy as np
 
 from tokenbounds.errors import UserError
 
-KMEANS_FIT = 1 << 21  # values used to fit k-means centroids per codebook
-KMEANS_ITERS = 60
+KMEANS_FIT = 1 << 22  # values used to fit k-means centroids per codebook
+KMEANS_ITERS = 300
 F16_MAX = float(np.finfo(np.float16).max)
 
 # Dtype codes in the message (one byte). Floating tensors decode to float32.
@@ -127,7 +127,11 @@ def uniform_centroids(values: np.ndarray, levels: int) -> np.ndarray:
 
 
 def kmeans_centroids(values: np.ndarray, levels: int, seed: int = 0) -> np.ndarray:
-    """1-D k-means (Lloyd) centroids as float64. UserError when the values hold fewer than `levels` distinct ones."""
+    """1-D k-means (Lloyd) centroids as float64. UserError when the values hold fewer than `levels` distinct ones.
+
+    The values are sorted once; each Lloyd step then finds the cluster boundaries with `levels` binary searches and
+    the cluster means from a cumulative sum, so an iteration costs O(levels log n), not O(n).
+    """
     x = values.reshape(-1)
     probe = np.unique(x[: 1 << 20])
     if len(probe) < levels:
@@ -137,16 +141,16 @@ def kmeans_centroids(values: np.ndarray, levels: int, seed: int = 0) -> np.ndarr
     if x.size > KMEANS_FIT:
         x = np.random.default_rng(seed).choice(x, size=KMEANS_FIT, replace=False)
     x = np.sort(x.astype(np.float64))
-    c = np.quantile(x, (np.arange(levels) + 0.5) / levels)
-    c = np.unique(c)
+    cs = np.concatenate([[0.0], np.cumsum(x)])
+    c = np.unique(np.quantile(x, (np.arange(levels) + 0.5) / levels))
     if len(c) < levels:  # many repeated values: start from distinct values spread over the sorted data instead
         u = np.unique(x)
         c = u[np.linspace(0, len(u) - 1, levels).round().astype(np.int64)]
     for _ in range(KMEANS_ITERS):
-        idx = np.searchsorted((c[:-1] + c[1:]) / 2, x, side="left")
-        sums = np.bincount(idx, weights=x, minlength=levels)
-        counts = np.bincount(idx, minlength=levels)
-        new = np.where(counts > 0, sums / np.maximum(counts, 1), c)
+        # cluster k holds x[b[k]:b[k+1]]: the values nearest to c[k] (ties to the lower centroid, as `assign`)
+        b = np.concatenate([[0], np.searchsorted(x, (c[:-1] + c[1:]) / 2, side="right"), [len(x)]])
+        n = np.diff(b)
+        new = np.where(n > 0, (cs[b[1:]] - cs[b[:-1]]) / np.maximum(n, 1), c)
         new.sort()
         if np.array_equal(new, c):
             break
