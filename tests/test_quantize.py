@@ -319,3 +319,15 @@ def test_cli_quantize_with_qat(gpt2_dir, tmp_path, capsys):
     assert all(len(np.unique(weights[n])) <= 8 for n in manifest["quantized_tensors"])
     with pytest.raises(UserError, match="only used with --qat-steps"):
         _quantize_cli([str(gpt2_dir), "--levels", "4", "--out", str(tmp_path / "z"), "--data", "x"])
+
+
+def test_find_ties_shared_storage_and_equal_values():
+    from tokenbounds.compress.model import find_ties
+
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = {"x": a, "y": a.copy(), "z": a.copy(), "w": np.zeros((2, 3), np.float32), "v": a.astype(np.float16)}
+    # z shares storage with y (reported by the loader), y equals x: both end up pointing at x; dtypes must agree
+    assert find_ties(t, [("z", "y")]) == {"z": "x", "y": "x"}
+    q = quantize_tensors(t, 3, ties=find_ties(t, [("z", "y")]))
+    assert [e.kind for e in q.entries] == ["quantized", "alias", "alias", "quantized", "quantized"]
+    assert _same(message.decode(message.encode(q)).dequantize(), q.dequantize())

@@ -102,6 +102,10 @@ def find_ties(tensors: dict[str, np.ndarray], same_storage: list[tuple[str, str]
                 ties[name] = digests[d]
             else:
                 digests.setdefault(d, name)
+    for alias, target in ties.items():  # point every alias at a tensor that is not itself an alias
+        while target in ties:
+            target = ties[target]
+        ties[alias] = target
     return ties
 
 
