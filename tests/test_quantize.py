@@ -331,3 +331,21 @@ def test_find_ties_shared_storage_and_equal_values():
     q = quantize_tensors(t, 3, ties=find_ties(t, [("z", "y")]))
     assert [e.kind for e in q.entries] == ["quantized", "alias", "alias", "quantized", "quantized"]
     assert _same(message.decode(message.encode(q)).dequantize(), q.dequantize())
+
+
+def test_checkpoint_message_bits_for_bound(gpt2_dir, tmp_path):
+    from tokenbounds.compress.codecs import checkpoint_message_bits, checkpoint_size
+
+    bits, info = checkpoint_message_bits(gpt2_dir, progress=False)
+    assert bits == checkpoint_size(gpt2_dir, progress=False).codecs["gzip"]
+    assert info["codec"] == "gzip" and info["required_extra_bits"] == 0.0 and info["stream"] == "tar"
+    bits, info = checkpoint_message_bits(gpt2_dir, progress=False, codecs=("gzip", "xz"))
+    assert info["required_extra_bits"] == 1.0 and bits == min(info["codecs_tried"].values())
+    out = tmp_path / "q"
+    m = quantize_model(gpt2_dir, out, levels=4, configs_tried=4, progress=False)
+    bits, info = checkpoint_message_bits(out, progress=False)
+    assert bits == m["message_bits"] and info["required_extra_bits"] == 2.0
+    json.dumps(info)
+    (out / MESSAGE).write_bytes((out / MESSAGE).read_bytes()[:-1])
+    with pytest.raises(UserError, match="refusing"):
+        checkpoint_message_bits(out, progress=False)
