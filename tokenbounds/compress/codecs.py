@@ -259,7 +259,7 @@ class _Compressor:
         self.proc = None
         if name == "gzip" and shutil.which("gzip"):
             cmd = ["gzip", "-c"] + ([] if level == 6 else [f"-{level}"])
-            self.method = " ".join(cmd) + (" FILE" if fname is not None else " (the stream of tar -czf)")
+            self.method = " ".join(cmd) + (" FILE" if fname is not None else "")
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env()
             )
@@ -370,7 +370,7 @@ def _tar_chunks(files: Sequence[Path]) -> tuple[Iterator[bytes], str]:
             if proc.wait() != 0:
                 raise UserError(f"tar failed: {err}")
 
-        return gen(), "tar -cf - -C DIR NAME ... (GNU tar)"
+        return gen(), "the GNU tar archive"
 
     def gen_py() -> Iterator[bytes]:
         r, w = os.pipe()
@@ -393,7 +393,7 @@ def _tar_chunks(files: Sequence[Path]) -> tuple[Iterator[bytes], str]:
         if failure:
             raise UserError(f"could not build the tar archive: {failure[0]}")
 
-    return gen_py(), "python tarfile, GNU format"
+    return gen_py(), "a GNU-format tar archive (python tarfile)"
 
 
 # ---------------------------------------------------------------------------------------------------------- measure
@@ -470,7 +470,9 @@ def measure_size(
             raise RuntimeError(f"codec {label} failed: {w.error}") from w.error
     methods = {label: w.comp.method for label, w in workers.items()}
     if stream == "tar":
-        methods = {label: f"{m} over {stream_method}" for label, m in methods.items()}
+        methods = {label: f"{m}, over {stream_method}" for label, m in methods.items()}
+        if methods.get("gzip") == "gzip -c, over the GNU tar archive":
+            methods["gzip"] = "tar -czf (the GNU tar archive piped through gzip -c)"
     return SizeResult(
         files=[str(f) for f in files],
         stream=stream,
