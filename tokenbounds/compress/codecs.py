@@ -1,0 +1,550 @@
+"""Message length of checkpoint files under general-purpose codecs (DESIGN §4). Units: bits = 8 x compressed bytes.
+
+What is compressed (the *stream*):
+
+- one file: the file's bytes. gzip's length is that of `gzip -c FILE`, the paper's recipe: GNU gzip's 10-byte
+  header, the file's base name (FNAME field, len(name) + 1 bytes), the deflate stream and the 8-byte trailer. We
+  feed gzip the bytes through a pipe (so we can show progress) and add the len(name) + 1 bytes of the name field
+  that `gzip -c FILE` writes and `gzip -c < FILE` does not; the deflate stream is identical (tested).
+- several files: the GNU tar archive `tar -cf - -C DIR1 NAME1 -C DIR2 NAME2 ...` (each member under its base name,
+  in the order given), compressed by each codec. gzip's length is then exactly that of `tar -czf OUT.tar.gz ...`
+  (GNU tar pipes the same archive through gzip; tested).
+
+Codecs and levels (a spec is NAME or NAME:LEVEL, e.g. `brotli:11`):
+
+- gzip: the system `gzip` (GNU gzip, default level 6) when it is on PATH: exactly the paper's recipe. Without it,
+  Python's zlib at level 6 in a gzip wrapper plus the same name field; zlib's deflate is a different
+  implementation from GNU gzip's and its output is not byte-identical: on the SmolLM2-135M Q4_1 GGUF it is 0.2 %
+  longer (92,863,459 vs 92,678,226 bytes), so `SizeResult.methods` says which one ran. A level is passed as
+  `gzip -LEVEL`.
+- xz: Python's lzma (liblzma), preset 6 (xz's default), CRC64 check, single-threaded: the same bytes as
+  `xz -T1 -6 -c`.
+- zstd: the `zstandard` package, level 19 (the strongest level without --ultra memory), 2 worker threads.
+- brotli: the `brotli` package, quality 9 with a 2^24-byte window. Quality 11 compresses at 0.6 MB/s on an 8 MB
+  slice of the SmolLM2 GGUF on an idle core here (a 100 MB checkpoint: 3 minutes or more; a 10 GB one: 5 hours) for
+  0.25 % fewer bytes on that slice; quality 9 runs at about 50 MB/s. Ask for `brotli:11` when it is worth it.
+
+All codecs run at once, each in its own thread (zlib, lzma, zstd and brotli release the GIL while compressing; gzip
+is a separate process), fed from one reader through bounded queues: the checkpoint is read once, streamed in
+1 MiB chunks, never held in memory. A progress bar counts the bytes read.
+
+Choosing the shortest of K codec configurations after seeing the sizes costs extra_bits = log2 K (DESIGN §2).
+
+Which files describe a model (`checkpoint_files`): a .gguf file alone (it carries its architecture and tokenizer);
+for a Hugging Face directory, config.json (the architecture: a decoder cannot rebuild the network without it), the
+shard index if any, and every *.safetensors (else pytorch_model*.bin) file. Not priced: generation_config.json (how
+to sample, irrelevant to next-token probabilities) and tokenizer files (the tokenizer defines the token sequence the
+bound is about, fixed before the data is scored; it is part of the data, not of the hypothesis).
+"""
+
+import json
+import math
+import os
+import queue
+import shutil
+import struct
+import subprocess
+import tarfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenbounds.errors import UserError
+
+CHUNK = 1 << 20  # bytes per read
+QUEUE_CHUNKS = 8  # chunks buffered per codec: memory stays below n_codecs x 8 MiB
+DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
+DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "zstd": 19, "brotli": 9}
+LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "zstd": (1, 22), "brotli": (0, 11)}
+CONFIG_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Environment variables that would silently change what gzip / tar / xz write.
+_SCRUB_ENV = ("GZIP", "TAR_OPTIONS", "XZ_OPT", "XZ_DEFAULTS", "ZSTD_CLEVEL", "ZSTD_NBTHREADS")
+
+
+@dataclass
+class SizeResult:
+    """Message lengths of one checkpoint under several codecs. Every length is in bits (8 x bytes)."""
+
+    files: list[str]  # what was priced, in the order it was compressed
+    stream: str  # "file" (one file's bytes) or "tar" (GNU tar archive of the files)
+    stream_bytes: int  # uncompressed length of the stream, bytes
+    codecs: dict[str, int]  # codec spec -> bits
+    methods: dict[str, str]  # codec spec -> the exact recipe that ran
+    seconds: dict[str, float]  # codec spec -> wall-clock seconds
+    n_parameters: int | None  # from safetensors headers / GGUF tensor info; None when unknown
+    extra_bits: float = field(init=False)  # log2(number of codecs tried)
+    best_codec: str = field(init=False)
+    best_bits: int = field(init=False)
+
+    def __post_init__(self):
+        self.best_codec = min(self.codecs, key=lambda c: (self.codecs[c], c))
+        self.best_bits = self.codecs[self.best_codec]
+        self.extra_bits = math.log2(len(self.codecs))
+
+    def bits_per_parameter(self, codec: str) -> float | None:
+        return self.codecs[codec] / self.n_parameters if self.n_parameters else None
+
+    def to_json(self) -> dict:
+        return {
+            "unit": "bits",
+            "files": self.files,
+            "stream": self.stream,
+            "stream_bytes": self.stream_bytes,
+            "codecs": self.codecs,
+            "methods": self.methods,
+            "seconds": self.seconds,
+            "best_codec": self.best_codec,
+            "best_bits": self.best_bits,
+            "extra_bits": self.extra_bits,
+            "n_parameters": self.n_parameters,
+            "bits_per_parameter": {c: self.bits_per_parameter(c) for c in self.codecs},
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------- files
+
+
+def checkpoint_files(path: str | Path) -> list[Path]:
+    """The files that describe the model at `path` (what `bound --checkpoint-size` prices).
+
+    A .gguf file -> [it]. Any other file -> [it] (priced as given). A directory -> the one .gguf in it when it holds
+    no safetensors; else config.json (required), the shard index if present, then the sorted *.safetensors files
+    (or pytorch_model*.bin when there are no safetensors). Raises UserError for a missing path, an empty file, a
+    directory without weights, or weights without config.json.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist")
+    if path.is_file():
+        return [_check_file(path)]
+    if not path.is_dir():
+        raise UserError(f"{path} is neither a file nor a directory")
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return [_check_file(ggufs[0])]
+        if len(ggufs) > 1:
+            names = ", ".join(g.name for g in ggufs)
+            raise UserError(f"{path} holds several .gguf files ({names}): pass the one to price")
+        weights = sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        raise UserError(f"{path} holds no model weights (*.safetensors, *.gguf or pytorch_model*.bin)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} has weights but no config.json: the architecture is part of the model's description")
+    extras = [path / name for name in CONFIG_FILES if (path / name).is_file()]
+    return [_check_file(p) for p in extras + weights]
+
+
+def _check_file(path: Path) -> Path:
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty")
+    return path
+
+
+def resolve_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand directories with `checkpoint_files`; files are kept as given. Rejects duplicates and clashing names."""
+    if not paths:
+        raise UserError("no checkpoint path given")
+    files: list[Path] = []
+    for p in paths:
+        files.extend(checkpoint_files(p))
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.name in seen:
+            raise UserError(f"two files named {f.name} ({seen[f.name]} and {f}): tar members would clash")
+        seen[f.name] = f
+    return files
+
+
+def count_parameters(files: Sequence[str | Path]) -> int | None:
+    """Number of scalars in the weight files, read from headers only (safetensors JSON header, GGUF tensor info).
+
+    JSON config files count 0. Returns None when a weights file is of another format (e.g. pytorch .bin).
+    """
+    total = 0
+    for f in map(Path, files):
+        if f.suffix == ".json":
+            continue
+        if f.suffix == ".safetensors":
+            total += sum(math.prod(shape) for shape in safetensors_shapes(f).values())
+        elif f.suffix == ".gguf":
+            total += gguf_parameter_count(f)
+        else:
+            return None
+    return total
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors file's header (8-byte little-endian length, then JSON)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) < 8:
+            raise UserError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8 or n > 100 << 20:
+            raise UserError(f"{path} is not a valid safetensors file (header length {n} for a {size}-byte file)")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"{path} has a corrupt safetensors header: {err}") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} has a corrupt safetensors header")
+    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def gguf_parameter_count(path: str | Path) -> int:
+    """Sum of the element counts of a GGUF file's tensors (header only; the tensor data is memory-mapped, not read)."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+        return int(sum(int(t.n_elements) for t in reader.tensors))
+    except Exception as err:  # the gguf reader raises ValueError, struct.error, IndexError ... on bad files
+        raise UserError(f"{path} is not a readable GGUF file: {type(err).__name__}: {err}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------- codecs
+
+
+def parse_codec(spec: str) -> tuple[str, int]:
+    """'zstd' -> ('zstd', 19); 'brotli:11' -> ('brotli', 11). UserError for an unknown codec or level."""
+    name, _, level = spec.strip().partition(":")
+    name = name.lower()
+    if name not in DEFAULT_LEVELS:
+        raise UserError(f"unknown codec {spec!r}; use gzip, xz, zstd or brotli, optionally as NAME:LEVEL")
+    if not level:
+        return name, DEFAULT_LEVELS[name]
+    lo, hi = LEVEL_RANGES[name]
+    if not level.isdigit() or not lo <= int(level) <= hi:
+        raise UserError(f"codec {spec!r}: level must be an integer in [{lo}, {hi}]")
+    return name, int(level)
+
+
+def codec_label(name: str, level: int) -> str:
+    return name if level == DEFAULT_LEVELS[name] else f"{name}:{level}"
+
+
+class _Counter:
+    """A write-only sink that counts bytes and optionally keeps them (tests)."""
+
+    def __init__(self, keep: list | None = None):
+        self.n = 0
+        self.keep = keep
+
+    def write(self, data: bytes) -> None:
+        self.n += len(data)
+        if self.keep is not None and data:
+            self.keep.append(bytes(data))
+
+
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
+
+
+class _Compressor:
+    """One codec at one level: write() chunks, finish() -> compressed bytes. `method` says exactly what ran."""
+
+    def __init__(self, name: str, level: int, fname: str | None, out: _Counter):
+        self.name, self.level, self.out = name, level, out
+        # gzip -c FILE stores FILE's base name, NUL-terminated, in the header; a pipe does not.
+        self.fname_bytes = len(os.fsencode(fname)) + 1 if fname is not None else 0
+        self.proc = None
+        if name == "gzip" and shutil.which("gzip"):
+            cmd = ["gzip", "-c"] + ([] if level == 6 else [f"-{level}"])
+            self.method = " ".join(cmd) + (" FILE" if fname is not None else "")
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env()
+            )
+            self.drain = threading.Thread(target=self._drain, daemon=True)
+            self.drain.start()
+        elif name == "gzip":
+            self.method = f"python zlib level {level}, gzip wrapper" + (" + file name field" if fname else "")
+            self.obj = zlib.compressobj(level, zlib.DEFLATED, 31)
+        elif name == "xz":
+            import lzma
+
+            self.method = f"python lzma preset {level}, CRC64, single thread (= xz -T1 -{level} -c)"
+            self.obj = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=level)
+        elif name == "zstd":
+            import zstandard
+
+            self.method = f"zstandard {zstandard.__version__} level {level}, 2 threads"
+            self.obj = zstandard.ZstdCompressor(level=level, threads=2).compressobj()
+        elif name == "brotli":
+            import brotli
+
+            self.method = f"brotli {getattr(brotli, '__version__', '')} quality {level}, lgwin 24".replace("  ", " ")
+            self.obj = brotli.Compressor(quality=level, lgwin=24)
+        else:  # parse_codec has already refused it
+            raise AssertionError(name)
+
+    def _drain(self) -> None:
+        while True:
+            data = self.proc.stdout.read(CHUNK)
+            if not data:
+                return
+            self.out.write(data)
+
+    def write(self, chunk: bytes) -> None:
+        if self.proc is not None:
+            self.proc.stdin.write(chunk)
+        elif self.name == "brotli":
+            self.out.write(self.obj.process(chunk))
+        else:
+            self.out.write(self.obj.compress(chunk))
+
+    def finish(self) -> int:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.drain.join()
+            err = self.proc.stderr.read().decode(errors="replace").strip()
+            if self.proc.wait() != 0:
+                raise RuntimeError(f"gzip failed: {err}")
+        elif self.name == "brotli":
+            self.out.write(self.obj.finish())
+        else:
+            self.out.write(self.obj.flush())
+        return self.out.n + (self.fname_bytes if self.name == "gzip" else 0)
+
+    def abort(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _Worker(threading.Thread):
+    def __init__(self, comp: _Compressor):
+        super().__init__(daemon=True)
+        self.comp = comp
+        self.inbox: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        self.nbytes: int | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            while (chunk := self.inbox.get()) is not None:
+                self.comp.write(chunk)
+            self.nbytes = self.comp.finish()
+        except BaseException as err:  # reported by the reader thread
+            self.error = err
+            self.comp.abort()
+        self.seconds = time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------------------- streams
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+def _tar_chunks(files: Sequence[Path]) -> tuple[Iterator[bytes], str]:
+    """The uncompressed GNU tar archive of `files` (members under their base names), streamed."""
+    if shutil.which("tar"):
+        cmd = ["tar", "-cf", "-"]
+        for f in files:
+            cmd += ["-C", str(f.parent.resolve()), f.name]
+
+        def gen() -> Iterator[bytes]:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env())
+            try:
+                while chunk := proc.stdout.read(CHUNK):
+                    yield chunk
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            err = proc.stderr.read().decode(errors="replace").strip()
+            if proc.wait() != 0:
+                raise UserError(f"tar failed: {err}")
+
+        return gen(), "the GNU tar archive"
+
+    def gen_py() -> Iterator[bytes]:
+        r, w = os.pipe()
+        failure: list[BaseException] = []
+
+        def writer():
+            try:
+                with os.fdopen(w, "wb") as fh, tarfile.open(fileobj=fh, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+                    for f in files:
+                        tar.add(str(f), arcname=f.name, recursive=False)
+            except BaseException as err:
+                failure.append(err)
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        with os.fdopen(r, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+        t.join()
+        if failure:
+            raise UserError(f"could not build the tar archive: {failure[0]}")
+
+    return gen_py(), "a GNU-format tar archive (python tarfile)"
+
+
+# ---------------------------------------------------------------------------------------------------------- measure
+
+
+def measure_size(
+    paths: Sequence[str | Path],
+    codecs: Sequence[str] = DEFAULT_CODECS,
+    progress: bool = True,
+    _keep: dict | None = None,
+) -> SizeResult:
+    """Message length in bits of the checkpoint at `paths` under each codec, all codecs running at once.
+
+    `paths`: files and/or model directories (expanded with `checkpoint_files`). One file -> its bytes are compressed
+    (gzip = `gzip -c FILE`); several -> their GNU tar archive (gzip = `tar -czf`). `codecs`: specs NAME[:LEVEL]
+    from gzip, xz, zstd, brotli; duplicates are tried once. Returns a SizeResult (bits per codec, best codec,
+    extra_bits = log2(number of codecs), n_parameters). UserError on bad paths or codec specs.
+    """
+    files = resolve_files(paths)
+    parsed: dict[str, tuple[str, int]] = {}
+    for spec in codecs:
+        name, level = parse_codec(spec)
+        parsed.setdefault(codec_label(name, level), (name, level))
+    if not parsed:
+        raise UserError("no codec given")
+    n_params = count_parameters(files)
+
+    if len(files) == 1:
+        stream, fname, total = "file", files[0].name, files[0].stat().st_size
+        chunks: Iterator[bytes] = _file_chunks(files[0])
+        stream_method = "file bytes"
+    else:
+        stream, fname, total = "tar", None, sum(f.stat().st_size for f in files)
+        chunks, stream_method = _tar_chunks(files)
+
+    workers = {}
+    try:
+        for label, (name, level) in parsed.items():
+            keep = _keep.setdefault(label, []) if _keep is not None else None
+            workers[label] = _Worker(_Compressor(name, level, fname, _Counter(keep)))
+    except BaseException:
+        for w in workers.values():
+            w.comp.abort()
+        raise
+    for w in workers.values():
+        w.start()
+
+    from tqdm import tqdm
+
+    streamed = 0
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"compressing ({', '.join(parsed)})",
+        disable=not progress,
+        leave=False,
+    ) as bar:
+        try:
+            for chunk in chunks:
+                for w in workers.values():
+                    _put(w, chunk)
+                streamed += len(chunk)
+                bar.update(len(chunk))
+        finally:
+            for w in workers.values():
+                if w.is_alive():
+                    _put(w, None, give_up_on_error=False)
+            for w in workers.values():
+                w.join()
+    for label, w in workers.items():
+        if w.error is not None:
+            raise RuntimeError(f"codec {label} failed: {w.error}") from w.error
+    methods = {label: w.comp.method for label, w in workers.items()}
+    if stream == "tar":
+        methods = {label: f"{m}, over {stream_method}" for label, m in methods.items()}
+        if methods.get("gzip") == "gzip -c, over the GNU tar archive":
+            methods["gzip"] = "tar -czf (the GNU tar archive piped through gzip -c)"
+    return SizeResult(
+        files=[str(f) for f in files],
+        stream=stream,
+        stream_bytes=streamed,
+        codecs={label: 8 * w.nbytes for label, w in workers.items()},
+        methods=methods,
+        seconds={label: round(w.seconds, 3) for label, w in workers.items()},
+        n_parameters=n_params,
+    )
+
+
+def _put(worker: _Worker, item, give_up_on_error: bool = True) -> None:
+    """Blocking put that notices a dead worker instead of waiting forever."""
+    while True:
+        if worker.error is not None:
+            if give_up_on_error:
+                raise RuntimeError(f"codec {worker.comp.name} failed: {worker.error}") from worker.error
+            return
+        if not worker.is_alive() and worker.nbytes is not None:
+            return
+        try:
+            worker.inbox.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+def checkpoint_size(model: str | Path, codecs: Sequence[str] = ("gzip",), progress: bool = True) -> SizeResult:
+    """For `bound --checkpoint-size`: the message length of the model at `model` (HF directory or .gguf file).
+
+    Prices `checkpoint_files(model)` with `codecs` (default: gzip alone, the paper's recipe, extra_bits = 0).
+    Use `result.best_bits` as the message bits and add `result.extra_bits`; name `result.best_codec` in the report.
+    """
+    return measure_size([model], codecs=codecs, progress=progress)
+
+
+def checkpoint_message_bits(
+    model: str | Path, progress: bool = True, codecs: Sequence[str] = ("gzip",)
+) -> tuple[float, dict]:
+    """The prior's message length in bits for `bound --checkpoint-size`, and a JSON-ready record of how it was got.
+
+    - A quantized directory (written by `tokenbounds quantize`): its coded message's length, after `load_quantized`
+      has verified the message, config.json and model.safetensors against each other (UserError otherwise).
+    - Anything else (HF directory, .gguf file): `checkpoint_size(model, codecs)`, i.e. by default `gzip -c FILE` /
+      `tar -czf` over `checkpoint_files(model)`, the paper's recipe.
+
+    The record's "required_extra_bits" must be added to the bound's extra bits: log2(number of codecs) when several
+    codecs were tried here, or the quantized directory's manifest extra_bits (configurations tried); 0 for gzip alone.
+    """
+    from tokenbounds.compress.model import is_quantized_dir, load_quantized
+
+    if is_quantized_dir(model):
+        _, manifest = load_quantized(model)
+        return float(manifest["message_bits"]), {
+            "source": "quantized message",
+            "message": str(Path(model) / manifest["message"]),
+            "message_sha256": manifest["message_sha256"],
+            "levels": manifest["levels"],
+            "kmeans": manifest["kmeans"],
+            "n_parameters": manifest["n_parameters"],
+            "bits_per_parameter": manifest["bits_per_parameter"],
+            "required_extra_bits": float(manifest["extra_bits"]),
+        }
+    r = checkpoint_size(model, codecs=codecs, progress=progress)
+    return float(r.best_bits), {
+        "source": "checkpoint size",
+        "codec": r.best_codec,
+        "method": r.methods[r.best_codec],
+        "codecs_tried": r.codecs,
+        "files": r.files,
+        "stream": r.stream,
+        "n_parameters": r.n_parameters,
+        "bits_per_parameter": r.bits_per_parameter(r.best_codec),
+        "required_extra_bits": r.extra_bits,
+    }

@@ -1,0 +1,119 @@
+"""Quantization-aware refinement of the codebooks: learnable centroids, assignments fixed.
+
+Every quantized tensor is W = c_g[symbols] (its codebook's centroids indexed by its fixed symbols). The centroids
+(float32 during training) are fitted by Adam to the next-token cross-entropy on random training windows
+(`data.windows.random_windows`) for a given number of steps, on the CPU; all other tensors stay at their decoded
+(message) values. Afterwards the centroids are rounded to float16, sorted, and equal ones merged (symbols remapped,
+frequency table recounted), so the message keeps its invariants and the frequencies are unchanged except for merges.
+The refined model is the one the message describes and the one bounded; the extra configurations tried (levels,
+k-means, steps) are paid through the manifest's extra_bits (`--configs-tried`).
+
+Because the assignments are fixed, the gradient of a centroid is the sum of the gradients of the weights that use it
+(exact, no straight-through approximation needed).
+"""
+
+import numpy as np
+
+from tokenbounds.compress.quantize import F16_MAX, Group, QuantizedState
+from tokenbounds.errors import UserError
+
+
+def refine_codebooks(
+    module,
+    state: QuantizedState,
+    corpus,
+    steps: int,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    length: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[QuantizedState, dict]:
+    """Fit the centroids of `state` to `corpus` through `module` (a transformers causal LM whose state-dict names
+    are those of `state`). Returns the refined state and a record of the run (losses before / after)."""
+    import torch
+    from torch.func import functional_call
+    from tqdm import tqdm
+
+    from tokenbounds.data.windows import random_windows
+
+    if steps < 1 or batch_size < 1 or length < 1 or not lr > 0:
+        raise UserError("QAT needs steps, batch size and length >= 1 and a positive learning rate")
+    names = set(module.state_dict())
+    unknown = [e.name for e in state.entries if e.name not in names]
+    if unknown:
+        raise UserError(f"QAT: tensors {unknown[:3]} are not in the model's state dict; cannot refine")
+    vocab = module.get_output_embeddings().weight.shape[0]
+    rng = np.random.default_rng(seed)
+    eval_batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
+    if int(eval_batch.max()) >= vocab:
+        raise UserError(f"QAT data holds token ids >= the model's vocabulary ({vocab})")
+
+    decoded = state.dequantize()
+    centroids = [torch.nn.Parameter(torch.from_numpy(g.centroids.astype(np.float32))) for g in state.groups]
+    index = {e.name: torch.from_numpy(e.symbols.astype(np.int64)) for e in state.entries if e.kind == "quantized"}
+    fixed = {e.name: torch.from_numpy(decoded[e.name]) for e in state.entries if e.kind == "raw"}
+    by_name = {e.name: e for e in state.entries}
+
+    def weights() -> dict:
+        w = dict(fixed)
+        for name, idx in index.items():
+            e = by_name[name]
+            w[name] = centroids[e.group][idx].view(e.shape)
+        for e in state.entries:
+            if e.kind == "alias":
+                w[e.name] = w[e.target]
+        return w
+
+    def loss_of(batch: torch.Tensor, w: dict) -> torch.Tensor:
+        logits = functional_call(module, w, (batch[:, :-1],)).logits
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+
+    module.eval()  # no dropout: we fit the deterministic predictor that will be bounded
+    with torch.no_grad():
+        before = float(loss_of(eval_batch, weights()))
+    opt = torch.optim.Adam(centroids, lr=lr)
+    losses = []
+    for _ in tqdm(range(steps), desc="QAT (centroids)", disable=not progress, leave=False):
+        batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
+        if int(batch.max()) >= vocab:
+            raise UserError(f"QAT data holds token ids >= the model's vocabulary ({vocab})")
+        opt.zero_grad()
+        loss = loss_of(batch, weights())
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+
+    groups, entries = [], list(state.entries)
+    for c in centroids:
+        values = c.detach().numpy().astype(np.float64)
+        if not np.all(np.abs(values) <= F16_MAX):
+            raise UserError("QAT drove a centroid beyond float16's range; lower --qat-lr")
+        uniq, inverse = np.unique(values.astype(np.float16), return_inverse=True)
+        groups.append((uniq, inverse.astype(np.int32)))
+    new_groups = [Group(u, np.zeros(len(u), dtype=np.int64)) for u, _ in groups]
+    for e in entries:
+        if e.kind == "quantized":
+            e.symbols = groups[e.group][1][e.symbols]
+            new_groups[e.group].counts += np.bincount(e.symbols, minlength=len(groups[e.group][0]))
+    refined = QuantizedState(entries, new_groups, config=state.config, info=dict(state.info))
+    with torch.no_grad():
+        rw = {k: torch.from_numpy(v) for k, v in refined.dequantize().items() if k in names}
+        for e in refined.entries:
+            if e.kind == "alias":
+                rw[e.name] = rw[e.target]  # tied names must get the very same tensor
+        after = float(loss_of(eval_batch, rw))
+    k = max(1, min(10, steps // 2))
+    info = {
+        "method": "learnable float32 centroids (Adam), assignments fixed, rounded to float16 after",
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "length": length,
+        "seed": seed,
+        "train_loss_first": float(np.mean(losses[:k])),
+        "train_loss_last": float(np.mean(losses[-k:])),
+        "eval_batch_loss_before_nats": before,
+        "eval_batch_loss_after_nats": after,
+    }
+    return refined, info
