@@ -14,10 +14,12 @@ and uses the block's mean loss, so in both cases E[unit value] = R_hat.
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from tokenbounds.compress.codecs import checkpoint_message_bits
+from tokenbounds.compress.model import is_quantized_dir, load_quantized
 from tokenbounds.data.shards import Corpus, open_corpus
 from tokenbounds.data.units import (
     block_ids,
@@ -66,6 +68,7 @@ class BoundRequest:
     seed: int = 0
     message_bits: float | None = None
     checkpoint_size: bool = False
+    codecs: tuple[str, ...] = ("gzip",)  # --checkpoint-size: codecs tried (best one kept, log2 K extra bits)
     extra_bits: float = 0.0
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     ks: tuple[int, ...] = DEFAULT_KS
@@ -75,7 +78,6 @@ class BoundRequest:
     device: str = "cpu"
     batch_tokens: int = 8192
     progress: bool = True
-    prior_info: dict = field(default_factory=dict)  # filled in: where the message bits came from
 
     def __post_init__(self):
         self.rule = self.rule or ("block" if self.mode == "block" else "document")
@@ -117,8 +119,8 @@ def validate(req: BoundRequest) -> None:
             check_lambda_grid(req.lambdas)
         except ValueError as err:
             raise UserError(f"--lambdas: {err}") from None
-    if (req.message_bits is None) == (not req.checkpoint_size):
-        raise UserError("give the prior as exactly one of --message-bits N or --checkpoint-size")
+    if req.message_bits is not None and req.checkpoint_size:
+        raise UserError("give the prior as one of --message-bits N or --checkpoint-size, not both")
     if req.message_bits is not None and not (req.message_bits > 0 and math.isfinite(req.message_bits)):
         raise UserError(f"--message-bits must be a positive number of bits, got {req.message_bits}")
     if not (req.extra_bits >= 0 and math.isfinite(req.extra_bits)):
@@ -127,15 +129,22 @@ def validate(req: BoundRequest) -> None:
         raise UserError(f"--batch-tokens must be > 0, got {req.batch_tokens}")
 
 
-def _message_bits(req: BoundRequest) -> float:
-    if req.message_bits is not None:
-        req.prior_info = {"source": "--message-bits"}
-        return float(req.message_bits)
-    from tokenbounds.compress.codecs import checkpoint_message_bits
+def _prior(req: BoundRequest) -> tuple[float, float, dict]:
+    """(message bits, extra bits, record of where they came from), fixed before any token is scored.
 
-    bits, info = checkpoint_message_bits(req.model, progress=req.progress)
-    req.prior_info = info
-    return bits
+    A quantized directory is always verified (message, config and weights must agree) before it is evaluated,
+    and prices itself unless the user gives --message-bits. Extra bits the prior requires (log2 of the codecs
+    tried, or of the quantization configurations declared) are added to the user's --extra-bits.
+    """
+    quantized = is_quantized_dir(req.model)
+    if req.message_bits is not None:
+        if quantized:
+            load_quantized(req.model)
+        return float(req.message_bits), req.extra_bits, {"source": "--message-bits"}
+    if not (req.checkpoint_size or quantized):
+        raise UserError("give the prior: --message-bits N, or --checkpoint-size to price the checkpoint file(s)")
+    bits, info = checkpoint_message_bits(req.model, progress=req.progress, codecs=req.codecs)
+    return bits, req.extra_bits + info["required_extra_bits"], info
 
 
 @dataclass
@@ -181,8 +190,8 @@ def compute_bound(req: BoundRequest) -> dict:
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
     check_context(req.context, model.max_positions)
-    message_bits = _message_bits(req)
-    nats = complexity_nats(message_bits, req.extra_bits)
+    message_bits, extra_bits, prior_info = _prior(req)
+    nats = complexity_nats(message_bits, extra_bits)
     m = corpus.n_tokens
     plan = plan_units(req, corpus, np.random.default_rng(req.seed))
     eb = req.method == "eb"
@@ -275,7 +284,7 @@ def compute_bound(req: BoundRequest) -> dict:
         "vocab_size": vocab,
         "log2_vocab": math.log2(vocab),
         "message_bits": message_bits,
-        "extra_bits": req.extra_bits,
+        "extra_bits": extra_bits,
         "complexity_nats": nats,
         "context": req.context,
         "stride": req.stride if req.rule == "block" else None,
@@ -284,7 +293,12 @@ def compute_bound(req: BoundRequest) -> dict:
         "lambdas": lambdas.tolist() if eb else None,
         "seed": req.seed,
         "delta_split": split.as_dict(),
-        "prior": {"message_bits": message_bits, "extra_bits": req.extra_bits, **req.prior_info},
+        "prior": {
+            "message_bits": message_bits,
+            "extra_bits": extra_bits,
+            "user_extra_bits": req.extra_bits,
+            **prior_info,
+        },
         "hypothesis": {
             **model.describe(),
             "smoothing": "p_h = (1 - alpha) p_model + alpha / V, one hypothesis per alpha",

@@ -9,7 +9,7 @@ import sys
 
 from tokenbounds.errors import UserError
 
-COMMANDS = ["prepare", "bound"]  # modules under tokenbounds.cli, in the order --help lists them
+COMMANDS = ["prepare", "bound", "size", "quantize"]  # modules under tokenbounds.cli, in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,14 +86,24 @@ def add_parser(sub):
     )
     p.add_argument("--delta", type=float, default=0.05, help="failure probability shared by all reported bounds")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsampling (fresh randomness, after h is fixed)")
-    prior = p.add_mutually_exclusive_group(required=True)
+    prior = p.add_mutually_exclusive_group()
     prior.add_argument(
         "--message-bits", type=float, metavar="N", help="length in bits of the model's description (the prior)"
     )
     prior.add_argument(
         "--checkpoint-size",
         action="store_true",
-        help="price the model by its compressed checkpoint size (the paper's gzip / tar.gz recipe, and better codecs)",
+        help="price the model by its compressed checkpoint size: the paper's recipe (gzip -c of one file, tar -czf of "
+        "several, with the architecture config), or the best of --codecs. A directory written by `tokenbounds "
+        "quantize` prices itself by its coded message (verified against its weights) when no prior is given",
+    )
+    p.add_argument(
+        "--codecs",
+        type=lambda text: tuple(c.strip() for c in text.split(",") if c.strip()),
+        default=("gzip",),
+        metavar="C1,C2,...",
+        help="--checkpoint-size: codecs to try (gzip, xz, zstd, brotli, or NAME:LEVEL); the shortest is kept and "
+        "log2(number tried) extra bits are paid",
     )
     p.add_argument(
         "--extra-bits",
@@ -147,6 +157,7 @@ def run(args) -> int:
         seed=args.seed,
         message_bits=args.message_bits,
         checkpoint_size=args.checkpoint_size,
+        codecs=args.codecs,
         extra_bits=args.extra_bits,
         alphas=args.alphas,
         ks=args.topk,

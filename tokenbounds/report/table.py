@@ -5,6 +5,12 @@ def _fmt(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3e}"
 
 
+def _prior_source(prior: dict) -> str:
+    if prior.get("codec"):
+        return f"{prior['codec']}: {prior.get('method', '')}".strip(": ")
+    return prior.get("source", "given")
+
+
 def format_bound_table(report: dict) -> str:
     """Per statistic: empirical value, complexity term, subsampling term, bound; then the bookkeeping."""
     eb = report["method"] == "eb"
@@ -35,7 +41,8 @@ def format_bound_table(report: dict) -> str:
         "",
         f"method {report['method']}, mode {report['mode']}: {samples} of m = {report['n_tokens']} tokens; "
         f"context rule: {report['context_rule']}",
-        f"prior: {report['message_bits']:.6g} bits + {report['extra_bits']:g} extra bits "
+        f"prior: {report['message_bits']:.6g} bits ({_prior_source(report['prior'])}) "
+        f"+ {report['extra_bits']:g} extra bits "
         f"-> log 1/P(h) <= {report['complexity_nats']:.6g} nats",
         f"delta = {split['delta']:g} over {split['n_statistics']} statistics: martingale {split['martingale_total']:g} "
         f"({split['martingale_per_statistic']:.3g} each), subsampling {split['subsampling_total']:g} "
