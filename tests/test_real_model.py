@@ -40,8 +40,7 @@ def test_prepare_and_bound_smollm2(gguf, tmp_path, capsys):
         "48",
         "--context",
         "128",
-        "--message-bits",
-        "8e8",
+        "--checkpoint-size",
         "--json",
         str(report),
         "--no-progress",
@@ -49,6 +48,8 @@ def test_prepare_and_bound_smollm2(gguf, tmp_path, capsys):
     assert main(args) == 0, capsys.readouterr().err
     result = json.loads(report.read_text())
     assert result["vocab_size"] == 49_152
+    # Priced by the paper's recipe: gzip -c of the GGUF file, 8 bits per compressed byte (about 5.5 bits/param).
+    assert result["prior"]["codec"].startswith("gzip") and 6e8 < result["message_bits"] < 8e8
     assert result["hypothesis"]["architecture"] == "LlamaForCausalLM"
     # A real language model on English text: far below random guessing (15.58 bits), above zero.
     assert 2.0 < result["mean_nll_bits_unsmoothed"] < 9.0
