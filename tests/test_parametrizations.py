@@ -23,6 +23,16 @@ from tokenbounds.models.parametrization import (
 )
 from tokenbounds.models.subspace import KroneckerProjection
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared cores: one torch thread avoids OpenMP oversubscription (10-100x slower under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 V = 53
 ARCH = GPTConfig(vocab_size=V, context=12, n_layer=2, n_head=2, n_embd=16)
 LORA = {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"}

@@ -165,10 +165,12 @@ def train(
     progress: bool = True,
     log=print,
     extra_state: dict | None = None,
+    stop_at_step: int | None = None,
 ) -> TrainResult:
     """Train `spec`'s free parameters on `corpus`, writing checkpoints to `out`; returns the final figures.
 
     `extra_state` (JSON-serialisable) is stored in every checkpoint's train_state.json, for the caller.
+    `stop_at_step` ends this invocation early, with a checkpoint there, as an interrupted run would; `resume` goes on.
     """
     out = Path(out)
     context = int(spec["arch"]["context"])
@@ -194,6 +196,16 @@ def train(
             f"{out} exists and is not empty: choose a new --out, or pass --resume to continue the run in it"
         )
 
+    eval_source = val_corpus if val_corpus is not None else corpus
+    eval_windows = torch.from_numpy(
+        random_windows(
+            eval_source,
+            cfg.eval_batches * cfg.batch_size,
+            context + 1,
+            np.random.default_rng(cfg.seed + EVAL_SEED_OFFSET),
+        )
+    )
+    eval_name = "val" if val_corpus is not None else "train (no --val given)"
     model = build_model(spec)
     params = free_parameters(model)
     decay = [p for p in params.values() if p.dim() >= 2]
@@ -224,16 +236,6 @@ def train(
         (out / SPEC_FILE).write_bytes(spec_bytes(spec) + b"\n")
     log(message_contents(model, spec))
 
-    eval_source = val_corpus if val_corpus is not None else corpus
-    eval_windows = torch.from_numpy(
-        random_windows(
-            eval_source,
-            cfg.eval_batches * cfg.batch_size,
-            context + 1,
-            np.random.default_rng(cfg.seed + EVAL_SEED_OFFSET),
-        )
-    )
-    eval_name = "val" if val_corpus is not None else "train (no --val given)"
     base_state = {**(extra_state or {}), "config": cfg.to_dict(), "corpus": _corpus_identity(corpus)}
 
     model.train()
@@ -264,6 +266,7 @@ def train(
         bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
 
         last = step == cfg.steps
+        stopping = step == stop_at_step
         if step % cfg.eval_every == 0 or last:
             val_loss = _evaluate(model, eval_windows, cfg.batch_size, cfg.bf16)
             record = {
@@ -280,10 +283,12 @@ def train(
                 f"step {step}: train {record['train_loss']:.4f} nats/token, {eval_name} {val_loss:.4f} nats/token "
                 f"= {record['val_bits_per_token']:.3f} bits/token, {tokens / elapsed:,.0f} tokens/s"
             )
-        if step % cfg.checkpoint_every == 0 or last:
+        if step % cfg.checkpoint_every == 0 or last or stopping:
             state = {**base_state, "step": step, "tokens": tokens, "seconds": elapsed, "history": history}
             state.update(window_loss=window_loss, window_steps=window_steps)
             _save_checkpoint(out, model, optimizer, state, rng)
+        if stopping:
+            break
     bar.close()
     seconds = time.perf_counter() - started
     final_train = history[-1]["train_loss"] if history else float("nan")
