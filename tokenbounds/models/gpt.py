@@ -165,6 +165,7 @@ class GPTLogitModel:
     """
 
     def __init__(self, model: nn.Module, spec: dict, source: str | None = None, bfloat16: bool = False):
+        self.free_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         materialize = getattr(model, "materialize", None)
         self.model = (materialize() if materialize is not None else model).eval()
         self.spec = spec
@@ -183,5 +184,6 @@ class GPTLogitModel:
             "source": self.source,
             "spec": self.spec,
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "free_parameters": self.free_parameters,
             "compute_dtype": "bfloat16" if self.bfloat16 else "float32",
         }
