@@ -209,3 +209,12 @@ def test_load_free_parameters_refuses_a_mismatch():
 def test_bad_parametrizations_are_user_errors(groups, extra, match):
     with pytest.raises(UserError, match=match):
         build_model(make_spec(ARCH, groups, **extra))
+
+
+def test_projection_stays_float32_under_bfloat16_autocast():
+    proj = KroneckerProjection(n_params=3000, dim=200, seed=0, terms=2)
+    z = torch.randn(200, generator=gen())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = proj(z)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, proj(z))

@@ -60,6 +60,7 @@ class KroneckerProjection(nn.Module):
         out = (q1 @ grid @ q2.T).reshape(-1)[: self.n_params]  # vec(Q1 Z Q2^T) = (Q1 kron Q2) vec(Z)
         return out if t == 0 else out[getattr(self, f"perm_{t}")]
 
+    @torch.autocast("cpu", enabled=False)  # theta = theta_0 + P z in float32 even inside a bfloat16 forward
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         padded = torch.nn.functional.pad(z, (0, self.cols1 * self.cols2 - self.dim))
         grid = padded.view(self.cols1, self.cols2)
