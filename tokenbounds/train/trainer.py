@@ -279,7 +279,7 @@ def train(
             }
             history.append(record)
             window_loss, window_steps = 0.0, 0
-            bar.write(
+            (bar.write if progress else log)(
                 f"step {step}: train {record['train_loss']:.4f} nats/token, {eval_name} {val_loss:.4f} nats/token "
                 f"= {record['val_bits_per_token']:.3f} bits/token, {tokens / elapsed:,.0f} tokens/s"
             )
