@@ -4,7 +4,8 @@
 
 Without --data it trains on uniformly random byte tokens (V = 257), which is enough for throughput. For each
 parametrization it runs the real trainer for --steps optimizer steps and prints: free parameters (what the message
-holds), trainable parameters behind the projection (SubLoRA), tokens/s, and the training loss at the end.
+holds), trainable parameters behind the projection (SubLoRA), tokens/s (the whole training loop, evaluation at the
+end included), the training loss of the run and, with --val, the held-out loss at the end, both in bits/token.
 """
 
 import argparse
@@ -26,18 +27,41 @@ DENSE_GROUPS = {"attn": "dense", "mlp": "dense", "embed": "dense", "pos": "dense
 
 
 def configurations(arch: GPTConfig) -> list[tuple[str, dict, float, bool]]:
-    """(name, spec, learning rate, bf16)."""
+    """(name, spec, learning rate, bf16).
+
+    Pairs at similar message budgets (LoRA r4 ~ Kronecker k4; LoRA r16 ~ Monarch b16), SubLoRA over the same LoRA r16
+    numbers at d = 1e3, 1e4, 1e5, and the dense intrinsic-dimension model (every tensor behind P).
+    """
+    kron = {**LORA_GROUPS, "attn": "kronecker", "mlp": "kronecker"}
+    monarch = {**LORA_GROUPS, "attn": "monarch", "mlp": "monarch"}
     return [
         ("dense", make_spec(arch, DENSE_GROUPS), 3e-3, False),
         ("dense bf16", make_spec(arch, DENSE_GROUPS), 3e-3, True),
         ("lora r4", make_spec(arch, LORA_GROUPS, rank=4), 3e-3, False),
-        ("sublora d=1e3", make_spec(arch, LORA_GROUPS, rank=4, subspace_dim=1_000), 1e-2, False),
-        ("sublora d=1e4", make_spec(arch, LORA_GROUPS, rank=4, subspace_dim=10_000), 1e-2, False),
-        ("sublora d=1e4 bf16", make_spec(arch, LORA_GROUPS, rank=4, subspace_dim=10_000), 1e-2, True),
-        ("sublora d=1e5 (r16)", make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=100_000), 1e-2, False),
-        ("subspace(dense) d=1e4", make_spec(arch, DENSE_GROUPS, subspace_dim=10_000), 1e-2, False),
-        ("kronecker k4", make_spec(arch, {**LORA_GROUPS, "attn": "kronecker", "mlp": "kronecker"}), 3e-3, False),
-        ("monarch b4", make_spec(arch, {**LORA_GROUPS, "attn": "monarch", "mlp": "monarch"}), 3e-3, False),
+        ("kronecker k4", make_spec(arch, kron, kron_factor=4), 3e-3, False),
+        ("lora r16", make_spec(arch, LORA_GROUPS, rank=16), 3e-3, False),
+        ("monarch b16", make_spec(arch, monarch, monarch_blocks=16), 3e-3, False),
+        ("sublora r16 d=1e3", make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=1_000, subspace_terms=1), 1e-2, False),
+        (
+            "sublora r16 d=1e4",
+            make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=10_000, subspace_terms=1),
+            1e-2,
+            False,
+        ),
+        (
+            "sublora r16 d=1e5",
+            make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=100_000, subspace_terms=1),
+            1e-2,
+            False,
+        ),
+        ("sublora r4 d=1e4", make_spec(arch, LORA_GROUPS, rank=4, subspace_dim=10_000, subspace_terms=1), 1e-2, False),
+        ("subspace(dense) d=1e4", make_spec(arch, DENSE_GROUPS, subspace_dim=10_000, subspace_terms=1), 1e-2, False),
+        (
+            "subspace(dense) d=1e4 bf16",
+            make_spec(arch, DENSE_GROUPS, subspace_dim=10_000, subspace_terms=1),
+            1e-2,
+            True,
+        ),
     ]
 
 
@@ -55,6 +79,7 @@ def random_corpus(directory: Path, tokens: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", help="token shards (default: random bytes)")
+    parser.add_argument("--val", help="held-out shards: also report the held-out loss after training")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
@@ -64,10 +89,14 @@ def main() -> None:
     arch = GPTConfig(vocab_size=257, context=128, n_layer=4, n_head=4, n_embd=128)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = open_corpus(args.data or random_corpus(Path(tmp) / "data", 1 << 20))
+        val = open_corpus(args.val) if args.val else None
         data = args.data or "random bytes"
         print(f"GPT {arch.n_layer}x{arch.n_embd}, context {arch.context}, batch {args.batch_size}, "
               f"{args.steps} steps, {torch.get_num_threads()} thread(s), data: {data}")  # fmt: skip
-        print(f"{'parametrization':24s} {'free':>9s} {'behind P':>9s} {'tokens/s':>9s} {'loss':>6s} {'build s':>7s}")
+        print(
+            f"{'parametrization':27s} {'free':>9s} {'behind P':>9s} {'tokens/s':>9s} {'train':>6s} {'val':>6s} "
+            f"{'build s':>7s}"
+        )
         for name, spec, lr, bf16 in configurations(arch):
             if args.only and args.only not in name:
                 continue
@@ -78,12 +107,14 @@ def main() -> None:
             behind = getattr(model, "n_projected", None)
             cfg = TrainConfig(
                 steps=args.steps, batch_size=args.batch_size, lr=lr, warmup=5, eval_every=args.steps,
-                eval_batches=1, checkpoint_every=args.steps, bf16=bf16,
+                eval_batches=16 if val else 1, checkpoint_every=args.steps, bf16=bf16,
             )  # fmt: skip
-            result = train(spec, cfg, corpus, Path(tmp) / name.replace(" ", "_"), progress=False, log=lambda _: None)
+            out = Path(tmp) / name.replace(" ", "_")
+            result = train(spec, cfg, corpus, out, val_corpus=val, progress=False, log=lambda _: None)
+            held_out = f"{result.val_loss / math.log(2):6.3f}" if val else f"{'':6s}"
             print(
-                f"{name:24s} {counts['free']:9,d} {behind or '':>9} {result.tokens / result.seconds:9,.0f} "
-                f"{result.train_loss / math.log(2):6.3f} {build:7.2f}"
+                f"{name:27s} {counts['free']:9,d} {behind or '':>9} {result.tokens / result.seconds:9,.0f} "
+                f"{result.train_loss / math.log(2):6.3f} {held_out} {build:7.2f}"
             )
 
 

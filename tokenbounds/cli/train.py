@@ -37,7 +37,7 @@ DEFAULTS = {
     "kron_factor": 4,
     "monarch_blocks": 4,
     "subspace_dim": None,
-    "subspace_terms": 2,
+    "subspace_terms": 1,
     "init_seed": 0,
     "subspace_seed": 1,
     "lr": None,
@@ -107,7 +107,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help=f"d: train z in theta = theta_0 + P z (default {SUBLORA_DIM:,} for "
         "sublora, none otherwise; any --param accepts it)",
     )
-    c.add_argument("--subspace-terms", type=int, help="Kronecker products summed in the projection P (default 2)")
+    c.add_argument("--subspace-terms", type=int, help="Kronecker products summed in the projection P (default 1)")
     c.add_argument("--init-seed", type=int, help="seed of theta_0, the initialisation (default 0)")
     c.add_argument("--subspace-seed", type=int, help="seed of the projection P (default 1)")
     t = p.add_argument_group("optimisation")

@@ -8,7 +8,7 @@
       "lora": {"rank": 4, "alpha": 4.0},    # present iff some group is "lora"
       "kronecker": {"factor": 4},           # present iff some group is "kronecker"
       "monarch": {"blocks": 4},             # present iff some group is "monarch"
-      "subspace": {"dim": 10000, "seed": 1, "terms": 2} or null
+      "subspace": {"dim": 10000, "seed": 1, "terms": 1} or null
     }
 
 Layer groups: attn (qkv and output projections of every block), mlp (both MLP linears), embed (the token matrix,
@@ -65,7 +65,7 @@ def make_spec(
     monarch_blocks: int = 4,
     subspace_dim: int | None = None,
     subspace_seed: int = 1,
-    subspace_terms: int = 2,
+    subspace_terms: int = 1,
 ) -> dict:
     """A validated spec; options for kinds that no group uses are left out, so equal hypotheses have equal specs."""
     resolved = {}
