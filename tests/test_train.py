@@ -197,3 +197,10 @@ def test_bad_flags_are_user_errors(tmp_path, data, flags, match):
     with pytest.raises(UserError, match=match):
         cli("--data", str(data[0]), "--out", str(tmp_path / "run"), "--n-embd", "32", "--n-layer", "1",
             "--context", "16", "--no-progress", *flags)  # fmt: skip
+
+
+def test_divergence_is_reported_not_saved(tmp_path, data):
+    spec = make_spec(ARCH, {"attn": "dense", "mlp": "dense", "embed": "dense", "norm": "dense"})
+    with pytest.raises(UserError, match="diverged.*lower --lr"):
+        train(spec, small_cfg(steps=20, lr=1e12, warmup=0, grad_clip=0), open_corpus(data[0]), tmp_path / "run",
+              progress=False)  # fmt: skip

@@ -142,6 +142,20 @@ def read_checkpoint_state(out: Path) -> dict:
     return {**state, "spec": spec}
 
 
+def _check_resumable(out: Path, spec: dict, cfg: TrainConfig, corpus: Corpus) -> dict:
+    """The checkpoint state in `out`, if it is a run of this very spec, config and corpus; else UserError."""
+    saved = read_checkpoint_state(out)
+    if saved["spec"] != spec:
+        differences = "; ".join(_differences(saved["spec"], spec))
+        raise UserError(f"cannot resume: the checkpoint in {out} is for a different model spec ({differences})")
+    diffs = _differences(saved["config"], cfg.to_dict(), ignore=TrainConfig.NON_TRAJECTORY)
+    if diffs:
+        raise UserError(f"cannot resume: the training config differs from the checkpoint's ({'; '.join(diffs)})")
+    if saved["corpus"] != _corpus_identity(corpus):
+        raise UserError(f"cannot resume: the checkpoint was trained on other data ({saved['corpus']})")
+    return saved
+
+
 def _evaluate(model, windows: torch.Tensor, batch_size: int, bf16: bool) -> float:
     model.eval()
     total, count = 0.0, 0
@@ -179,18 +193,7 @@ def train(
     if val_corpus is not None:
         val_corpus.check_vocab(vocab)
     if resume:
-        saved = read_checkpoint_state(out)
-        if saved["spec"] != spec:
-            raise UserError(
-                f"cannot resume: the checkpoint in {out} is for a different model spec ("
-                + "; ".join(_differences(saved["spec"], spec))
-                + ")"
-            )
-        diffs = _differences(saved["config"], cfg.to_dict(), ignore=TrainConfig.NON_TRAJECTORY)
-        if diffs:
-            raise UserError(f"cannot resume: the training config differs from the checkpoint's ({'; '.join(diffs)})")
-        if saved["corpus"] != _corpus_identity(corpus):
-            raise UserError(f"cannot resume: the checkpoint was trained on other data ({saved['corpus']})")
+        saved = _check_resumable(out, spec, cfg, corpus)
     elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(
             f"{out} exists and is not empty: choose a new --out, or pass --resume to continue the run in it"
@@ -254,6 +257,8 @@ def train(
             loss = F.cross_entropy(logits.float().reshape(-1, vocab), batch[:, 1:].reshape(-1))
             (loss / cfg.grad_accum).backward()
             step_loss += loss.item() / cfg.grad_accum
+        if not math.isfinite(step_loss):
+            raise UserError(f"training diverged at step {step + 1} (loss {step_loss}): lower --lr")
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params.values(), cfg.grad_clip)
         optimizer.step()
