@@ -143,7 +143,11 @@ def test_sublora_at_z_zero_is_theta0_and_moves_along_p():
     torch.testing.assert_close(sub(ids()), plain(ids()), rtol=0, atol=0)
     randomize_(free_parameters(sub))
     flat = torch.cat([t.reshape(-1) for t in sub.projected_parameters().values()])
-    torch.testing.assert_close(flat, sub.theta0 + sub.projection.matrix() @ sub.z.detach(), rtol=1e-5, atol=1e-6)
+    scale = math.sqrt(sub.n_projected / 40)  # sqrt(D/d): a unit step in z moves each parameter by ~1 (rms)
+    expected = sub.theta0 + scale * sub.projection.matrix() @ sub.z.detach()
+    torch.testing.assert_close(flat, expected, rtol=1e-5, atol=1e-6)
+    moved = (flat - sub.theta0).detach()
+    assert moved.pow(2).mean().sqrt().item() == pytest.approx(sub.z.detach().pow(2).mean().sqrt().item(), rel=0.3)
     theta0 = torch.cat([p.detach().reshape(-1) for p in free_parameters(plain).values()])
     torch.testing.assert_close(sub.theta0, theta0, rtol=0, atol=0)  # theta_0 is the plain model's initialisation
 

@@ -16,11 +16,12 @@ PARAMS = ("dense", "lora", "sublora", "kronecker", "monarch")
 DEFAULT_GROUPS = {
     "dense": "attn,mlp,embed,pos,norm",
     "lora": "attn,mlp,embed,norm",
-    "sublora": "attn,mlp,embed,norm",
+    "sublora": "attn,mlp,embed=dense,pos,norm",  # LoRA linears; every other tensor dense, all behind P
     "kronecker": "attn,mlp,embed,norm",
     "monarch": "attn,mlp,embed,norm",
 }
-DEFAULT_LR = {"dense": 3e-3, "lora": 3e-3, "sublora": 1e-2, "kronecker": 3e-3, "monarch": 3e-3}
+DEFAULT_LR = {"dense": 3e-3, "lora": 3e-3, "kronecker": 3e-3, "monarch": 3e-3}
+SUBSPACE_LR = 1e-2  # for z of any subspace run (z steps move each parameter about as much as a dense step)
 # Every flag defaults to None so that a resumed run can tell "not given" (take the checkpoint's) from "given".
 DEFAULTS = {
     "n_layer": 4,
@@ -193,7 +194,7 @@ def resolve(settings: dict, corpus_vocab: int) -> tuple[dict, TrainConfig]:
         subspace_terms=s["subspace_terms"],
     )
     cfg_values = {k: s[k] for k in TrainConfig().to_dict()}
-    cfg_values["lr"] = s["lr"] if s["lr"] is not None else DEFAULT_LR[param]
+    cfg_values["lr"] = s["lr"] if s["lr"] is not None else (SUBSPACE_LR if dim is not None else DEFAULT_LR[param])
     return spec, TrainConfig(**cfg_values)
 
 

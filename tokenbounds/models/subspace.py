@@ -1,4 +1,8 @@
-"""Training in a random subspace: the trainable parameters are theta = theta_0 + P z, and only z is learned.
+"""Training in a random subspace: the trainable parameters are theta = theta_0 + sqrt(D/d) P z; only z is learned.
+
+The factor sqrt(D/d) (D trainable numbers behind the projection, d = dim z) makes a step of size eta in every
+coordinate of z move each parameter by about eta in root mean square, as a dense Adam step does; so one learning
+rate suits every d and D (without it the best rate grows like sqrt(D/d)).
 
 P (D x d) is a seeded structured random projection that is never stored: the sum of `terms` Kronecker products
 of small random orthonormal factors,
@@ -79,7 +83,7 @@ class KroneckerProjection(nn.Module):
 
 
 class SubspaceModel(nn.Module):
-    """Wraps a network: its trainable tensors become theta_0 + P z (frozen theta_0), and z is the only parameter."""
+    """Wraps a network: its trainable tensors become theta_0 + sqrt(D/d) P z (theta_0 frozen); z alone trains."""
 
     def __init__(self, net: nn.Module, dim: int, seed: int, terms: int = 1):
         super().__init__()
@@ -94,6 +98,7 @@ class SubspaceModel(nn.Module):
         for _, p in trainable:
             p.requires_grad_(False)
         self.projection = KroneckerProjection(sum(self.sizes), dim, seed, terms)
+        self.step_scale = math.sqrt(sum(self.sizes) / dim)
         self.z = nn.Parameter(torch.zeros(dim))
 
     @property
@@ -101,8 +106,8 @@ class SubspaceModel(nn.Module):
         return self.projection.n_params
 
     def projected_parameters(self) -> dict[str, torch.Tensor]:
-        """The network's trainable tensors at the current z: {name: theta_0 + P z slice}."""
-        flat = self.theta0 + self.projection(self.z)
+        """The network's trainable tensors at the current z: {name: slice of theta_0 + sqrt(D/d) P z}."""
+        flat = self.theta0 + self.step_scale * self.projection(self.z)
         return {
             name: chunk.view(shape)
             for name, chunk, shape in zip(self.names, flat.split(self.sizes), self.shapes, strict=True)
