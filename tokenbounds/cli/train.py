@@ -118,7 +118,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument(
         "--lr",
         type=float,
-        help="peak AdamW learning rate (default per --param: "
+        help=f"peak AdamW learning rate (default {SUBSPACE_LR:g} with a subspace, else "
         + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
         + ")",
     )
