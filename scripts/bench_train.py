@@ -29,11 +29,13 @@ DENSE_GROUPS = {"attn": "dense", "mlp": "dense", "embed": "dense", "pos": "dense
 def configurations(arch: GPTConfig) -> list[tuple[str, dict, float, bool]]:
     """(name, spec, learning rate, bf16).
 
-    Pairs at similar message budgets (LoRA r4 ~ Kronecker k4; LoRA r16 ~ Monarch b16), SubLoRA over the same LoRA r16
-    numbers at d = 1e3, 1e4, 1e5, and the dense intrinsic-dimension model (every tensor behind P).
+    Pairs at similar message budgets (LoRA r4 ~ Kronecker k4; LoRA r16 ~ Monarch b16); SubLoRA as `train --param
+    sublora` builds it (LoRA r4 linears, dense embeddings and norms, all behind P); the intrinsic-dimension model
+    (every tensor behind P) at d = 1e3, 1e4, 1e5.
     """
     kron = {**LORA_GROUPS, "attn": "kronecker", "mlp": "kronecker"}
     monarch = {**LORA_GROUPS, "attn": "monarch", "mlp": "monarch"}
+    sublora = {"attn": "lora", "mlp": "lora", "embed": "dense", "pos": "dense", "norm": "dense"}
     return [
         ("dense", make_spec(arch, DENSE_GROUPS), 3e-3, False),
         ("dense bf16", make_spec(arch, DENSE_GROUPS), 3e-3, True),
@@ -41,27 +43,12 @@ def configurations(arch: GPTConfig) -> list[tuple[str, dict, float, bool]]:
         ("kronecker k4", make_spec(arch, kron, kron_factor=4), 3e-3, False),
         ("lora r16", make_spec(arch, LORA_GROUPS, rank=16), 3e-3, False),
         ("monarch b16", make_spec(arch, monarch, monarch_blocks=16), 3e-3, False),
-        ("sublora r16 d=1e3", make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=1_000, subspace_terms=1), 1e-2, False),
-        (
-            "sublora r16 d=1e4",
-            make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=10_000, subspace_terms=1),
-            1e-2,
-            False,
-        ),
-        (
-            "sublora r16 d=1e5",
-            make_spec(arch, LORA_GROUPS, rank=16, subspace_dim=100_000, subspace_terms=1),
-            1e-2,
-            False,
-        ),
-        ("sublora r4 d=1e4", make_spec(arch, LORA_GROUPS, rank=4, subspace_dim=10_000, subspace_terms=1), 1e-2, False),
-        ("subspace(dense) d=1e4", make_spec(arch, DENSE_GROUPS, subspace_dim=10_000, subspace_terms=1), 1e-2, False),
-        (
-            "subspace(dense) d=1e4 bf16",
-            make_spec(arch, DENSE_GROUPS, subspace_dim=10_000, subspace_terms=1),
-            1e-2,
-            True,
-        ),
+        ("sublora r4 d=1e4", make_spec(arch, sublora, rank=4, subspace_dim=10_000), 1e-2, False),
+        ("sublora r4 d=1e4 bf16", make_spec(arch, sublora, rank=4, subspace_dim=10_000), 1e-2, True),
+        ("subspace(dense) d=1e3", make_spec(arch, DENSE_GROUPS, subspace_dim=1_000), 1e-2, False),
+        ("subspace(dense) d=1e4", make_spec(arch, DENSE_GROUPS, subspace_dim=10_000), 1e-2, False),
+        ("subspace(dense) d=1e5", make_spec(arch, DENSE_GROUPS, subspace_dim=100_000), 1e-2, False),
+        ("subspace(dense) d=1e4 bf16", make_spec(arch, DENSE_GROUPS, subspace_dim=10_000), 1e-2, True),
     ]
 
 
