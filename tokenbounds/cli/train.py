@@ -36,7 +36,7 @@ DEFAULTS = {
     "rank": 4,
     "lora_alpha": None,
     "kron_factor": 4,
-    "monarch_blocks": 4,
+    "monarch_blocks": 16,
     "subspace_dim": None,
     "subspace_terms": 1,
     "init_seed": 0,
@@ -105,7 +105,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument(
         "--subspace-dim",
         type=int,
-        help=f"d: train z in theta = theta_0 + P z (default {SUBLORA_DIM:,} for "
+        help=f"d: train only z in theta = theta_0 + sqrt(D/d) P z, P a seeded projection (default {SUBLORA_DIM:,} for "
         "sublora, none otherwise; any --param accepts it)",
     )
     c.add_argument("--subspace-terms", type=int, help="Kronecker products summed in the projection P (default 1)")

@@ -7,7 +7,7 @@
       "groups": {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"},   # trained groups -> kind
       "lora": {"rank": 4, "alpha": 4.0},    # present iff some group is "lora"
       "kronecker": {"factor": 4},           # present iff some group is "kronecker"
-      "monarch": {"blocks": 4},             # present iff some group is "monarch"
+      "monarch": {"blocks": 16},            # present iff some group is "monarch"
       "subspace": {"dim": 10000, "seed": 1, "terms": 1} or null
     }
 
@@ -62,7 +62,7 @@ def make_spec(
     rank: int = 4,
     lora_alpha: float | None = None,
     kron_factor: int = 4,
-    monarch_blocks: int = 4,
+    monarch_blocks: int = 16,
     subspace_dim: int | None = None,
     subspace_seed: int = 1,
     subspace_terms: int = 1,
