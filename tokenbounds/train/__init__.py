@@ -1,0 +1,1 @@
+"""Training the free parameters of the project's GPT in any parametrization."""
