@@ -35,7 +35,7 @@ from tokenbounds.data.units import (
     token_unit,
 )
 from tokenbounds.errors import UserError
-from tokenbounds.models.hf import load_model
+from tokenbounds.models.load import load_any
 from tokenbounds.models.scorer import score_units
 from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid, eb_bound, eb_bound_exhaustive
 from tokenbounds.stats.lotfi import martingale_term, split_delta
@@ -186,7 +186,7 @@ def compute_bound(req: BoundRequest) -> dict:
     """Run the whole bound and return the JSON report."""
     validate(req)
     corpus = open_corpus(req.data, req.dtype, req.eot)
-    model = load_model(req.model, req.compute_dtype, req.device)
+    model = load_any(req.model, req.compute_dtype, req.device)
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
     check_context(req.context, model.max_positions)

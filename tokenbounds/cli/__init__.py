@@ -9,7 +9,13 @@ import sys
 
 from tokenbounds.errors import UserError
 
-COMMANDS = ["prepare", "bound", "size", "quantize"]  # modules under tokenbounds.cli, in the order --help lists them
+COMMANDS = [
+    "prepare",
+    "train",
+    "quantize",
+    "size",
+    "bound",
+]  # modules under tokenbounds.cli, in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from tokenbounds.errors import UserError
 
+GPT_SPEC, GPT_FREE = "spec.json", "free_parameters.safetensors"  # a GPT from `tokenbounds train`
 CHUNK = 1 << 20  # bytes per read
 QUEUE_CHUNKS = 8  # chunks buffered per codec: memory stays below n_codecs x 8 MiB
 DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
@@ -110,7 +111,9 @@ class SizeResult:
 def checkpoint_files(path: str | Path) -> list[Path]:
     """The files that describe the model at `path` (what `bound --checkpoint-size` prices).
 
-    A .gguf file -> [it]. Any other file -> [it] (priced as given). A directory -> the one .gguf in it when it holds
+    A .gguf file -> [it]. Any other file -> [it] (priced as given). A GPT trained by `tokenbounds train` ->
+    spec.json (architecture, parametrization, seeds) and free_parameters.safetensors (the trained numbers; theta_0 is
+    regenerated from the spec's seed). A directory -> the one .gguf in it when it holds
     no safetensors; else config.json (required), the shard index if present, then the sorted *.safetensors files
     (or pytorch_model*.bin when there are no safetensors). Raises UserError for a missing path, an empty file, a
     directory without weights, or weights without config.json.
@@ -122,6 +125,8 @@ def checkpoint_files(path: str | Path) -> list[Path]:
         return [_check_file(path)]
     if not path.is_dir():
         raise UserError(f"{path} is neither a file nor a directory")
+    if (path / GPT_SPEC).is_file():
+        return [_check_file(path / GPT_SPEC), _check_file(path / GPT_FREE)]
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         ggufs = sorted(path.glob("*.gguf"))

@@ -119,6 +119,8 @@ class Source:
         self.module = None  # a loaded torch model, when one was needed
         if self.path.is_file() and self.path.suffix == ".gguf":
             self._load_gguf()
+        elif self.path.is_dir() and (self.path / "spec.json").is_file():
+            self._load_gpt()
         elif self.path.is_dir():
             self._load_dir()
         else:
@@ -165,6 +167,23 @@ class Source:
         self.config = (d / "config.json").read_bytes()
         self.files = files + [d / "config.json"]
         self.copy = [d / n for n in COPY_FILES if (d / n).is_file()]
+
+    def _load_gpt(self) -> None:
+        """A GPT from `tokenbounds train`: its free parameters are the tensors, its spec is the config.
+
+        theta_0 is regenerated from the spec's seed, so the message holds the spec (canonical JSON) and the free
+        parameters only; `models.load.load_any` rebuilds exactly this network from a decoded message.
+        """
+        from tokenbounds.models.parametrization import FORMAT, FREE_FILE, SPEC_FILE, load_trained, spec_bytes
+
+        model, spec = load_trained(self.path)
+        self.format = FORMAT
+        self.module = model
+        self.tensors = {k: _to_numpy(v.detach()) for k, v in model.named_parameters() if v.requires_grad}
+        self.ties = {}
+        self.config = spec_bytes(spec)
+        self.files = [self.path / SPEC_FILE, self.path / FREE_FILE]
+        self.copy = []
 
     def _load_gguf(self) -> None:
         import torch

@@ -18,6 +18,11 @@ from tokenbounds.compress.quantize import F16_MAX, Group, QuantizedState
 from tokenbounds.errors import UserError
 
 
+def _logits(output):
+    """transformers models return an output object, tokenbounds GPTs the logits themselves."""
+    return getattr(output, "logits", output)
+
+
 def refine_codebooks(
     module,
     state: QuantizedState,
@@ -29,8 +34,8 @@ def refine_codebooks(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[QuantizedState, dict]:
-    """Fit the centroids of `state` to `corpus` through `module` (a transformers causal LM whose state-dict names
-    are those of `state`). Returns the refined state and a record of the run (losses before / after)."""
+    """Fit the centroids of `state` to `corpus` through `module` (a transformers causal LM, or a tokenbounds GPT,
+    whose state-dict names are those of `state`). Returns the refined state and a record of the run."""
     import torch
     from torch.func import functional_call
     from tqdm import tqdm
@@ -43,7 +48,8 @@ def refine_codebooks(
     unknown = [e.name for e in state.entries if e.name not in names]
     if unknown:
         raise UserError(f"QAT: tensors {unknown[:3]} are not in the model's state dict; cannot refine")
-    vocab = module.get_output_embeddings().weight.shape[0]
+    with torch.no_grad():  # the logits' width, whatever the model class
+        vocab = _logits(module(torch.zeros(1, 1, dtype=torch.long))).shape[-1]
     rng = np.random.default_rng(seed)
     eval_batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
     if int(eval_batch.max()) >= vocab:
@@ -66,7 +72,7 @@ def refine_codebooks(
         return w
 
     def loss_of(batch: torch.Tensor, w: dict) -> torch.Tensor:
-        logits = functional_call(module, w, (batch[:, :-1],)).logits
+        logits = _logits(functional_call(module, w, (batch[:, :-1],)))
         return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
 
     module.eval()  # no dropout: we fit the deterministic predictor that will be bounded

@@ -1,0 +1,47 @@
+"""One entry point from a model path to a `LogitModel`: which backend, and which exact hypothesis.
+
+- a directory written by `tokenbounds quantize`: the message is decoded and verified against the directory's
+  weights first (`load_quantized`); a tokenbounds GPT is rebuilt from its spec (the message's config) and the decoded
+  free parameters, a Hugging Face model is loaded from the verified directory;
+- a directory written by `tokenbounds train` (spec.json + free_parameters.safetensors): the trained GPT;
+- anything else: a Hugging Face directory or a .gguf file (`models.hf.load_model`).
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from tokenbounds.compress.model import is_quantized_dir, load_quantized
+from tokenbounds.errors import UserError
+from tokenbounds.models.base import LogitModel
+from tokenbounds.models.gpt import GPTLogitModel
+from tokenbounds.models.hf import COMPUTE_DTYPES, check_device, load_model
+from tokenbounds.models.parametrization import FORMAT as GPT_FORMAT
+from tokenbounds.models.parametrization import SPEC_FILE, build_model, load_free_parameters, load_trained
+
+
+def _gpt(model, spec: dict, source: str, dtype: str, device: str) -> GPTLogitModel:
+    if device != "cpu":
+        raise UserError("tokenbounds GPTs are evaluated on the CPU (they are small); drop --device")
+    return GPTLogitModel(model, spec, source=source, bfloat16=dtype == "bfloat16")
+
+
+def load_any(path: str | Path, dtype: str = "float32", device: str = "cpu") -> LogitModel:
+    """The hypothesis at `path`, ready to score, in the given compute dtype and device."""
+    if dtype not in COMPUTE_DTYPES:
+        raise UserError(f"unknown compute dtype {dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
+    check_device(device)
+    path = Path(path)
+    if is_quantized_dir(path):
+        weights, manifest = load_quantized(path)
+        if manifest["source"].get("format") == GPT_FORMAT:
+            spec = json.loads((path / "config.json").read_text())  # verified equal to the message's config
+            model = build_model(spec)
+            load_free_parameters(model, {k: torch.from_numpy(v.copy()) for k, v in weights.items()})
+            return _gpt(model.eval(), spec, str(path), dtype, device)
+        return load_model(path, dtype, device)
+    if path.is_dir() and (path / SPEC_FILE).is_file():
+        model, spec = load_trained(path)
+        return _gpt(model, spec, str(path), dtype, device)
+    return load_model(path, dtype, device)
