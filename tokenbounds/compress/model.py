@@ -285,6 +285,8 @@ def quantize_model(
 
         corpus = open_corpus(data, dtype=data_dtype, eot=data_eot)
     src = source if isinstance(source, Source) else Source(source)  # a Source can be reused across a sweep
+    if tensors is None and src.format == "tokenbounds-gpt":
+        tensors = ".*"  # a trained GPT's tensors are its free parameters (z is 1-D): code all of them
     state = quantize_tensors(
         src.tensors,
         levels,

@@ -56,8 +56,9 @@ def _target_stats(
             columns.append(-(q * torch.log2(q)).sum(dim=-1))
         entropies = torch.stack(columns, dim=-1)
     if ks:
-        top = torch.topk(probs, max(ks), dim=-1, sorted=True).values.cumsum(dim=-1)
-        outside = torch.stack([(1.0 - top[:, k - 1]).clamp_min(0.0) for k in ks], dim=-1)
+        vocab = logits.shape[-1]  # k >= V: the top k is everything, nothing is outside
+        top = torch.topk(probs, min(max(ks), vocab), dim=-1, sorted=True).values.cumsum(dim=-1)
+        outside = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
     return logp, rank, entropies, outside
 
 
