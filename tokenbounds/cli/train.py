@@ -18,8 +18,8 @@ DEFAULT_GROUPS = {
     "dense": "attn,mlp,embed,pos,norm",
     "lora": "attn,mlp,embed,norm",
     "sublora": "attn,mlp,embed=dense,pos,norm",  # LoRA linears; every other tensor dense, all behind P
-    "kronecker": "attn,mlp,embed,norm",
-    "monarch": "attn,mlp,embed,norm",
+    "kronecker": "attn,mlp,embed=lora,norm",
+    "monarch": "attn,mlp,embed=lora,norm",
 }
 DEFAULT_LR = {"dense": 3e-3, "lora": 3e-3, "kronecker": 3e-3, "monarch": 3e-3}
 SUBSPACE_LR = 1e-2  # for z of any subspace run (z steps move each parameter about as much as a dense step)
