@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -17,8 +18,8 @@ DEFAULT_GROUPS = {
     "dense": "attn,mlp,embed,pos,norm",
     "lora": "attn,mlp,embed,norm",
     "sublora": "attn,mlp,embed=dense,pos,norm",  # LoRA linears; every other tensor dense, all behind P
-    "kronecker": "attn,mlp,embed,norm",
-    "monarch": "attn,mlp,embed,norm",
+    "kronecker": "attn,mlp,embed=lora,norm",
+    "monarch": "attn,mlp,embed=lora,norm",
 }
 DEFAULT_LR = {"dense": 3e-3, "lora": 3e-3, "kronecker": 3e-3, "monarch": 3e-3}
 SUBSPACE_LR = 1e-2  # for z of any subspace run (z steps move each parameter about as much as a dense step)
@@ -223,9 +224,10 @@ def run(args) -> int:
         progress=not args.no_progress,
         extra_state={"settings": settings},  # lets --resume rebuild the same spec and config from the directory
     )
-    val_text = "n/a" if result.val_loss is None else f"{result.val_loss / 0.6931471805599453:.4f} bits/token"
+    where = "held-out loss" if val is not None else "loss on training windows (no --val)"
+    loss = "n/a" if result.val_loss is None else f"{result.val_loss / math.log(2):.4f} bits/token"
     print(
         f"trained {result.step} steps, {result.tokens:,} tokens in {result.seconds:.1f} s "
-        f"({result.tokens / max(result.seconds, 1e-9):,.0f} tokens/s); held-out loss {val_text}; wrote {out}"
+        f"({result.tokens / max(result.seconds, 1e-9):,.0f} tokens/s); {where} {loss}; wrote {out}"
     )
     return 0

@@ -104,6 +104,8 @@ def validate_spec(spec: dict) -> GPTConfig:
     known = {"format", "version", "arch", "init_seed", "groups", "lora", "kronecker", "monarch", "subspace"}
     if set(spec) - known:
         raise UserError(f"unknown model spec keys: {', '.join(sorted(set(spec) - known))}")
+    if not isinstance(spec.get("arch"), dict) or not isinstance(spec.get("groups", {}), dict):
+        raise UserError("a model spec needs an 'arch' object and a 'groups' object")
     arch = GPTConfig.from_dict(spec["arch"])
     groups = spec.get("groups") or {}
     if not groups:

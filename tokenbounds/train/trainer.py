@@ -83,6 +83,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def print_now(line: str) -> None:
+    print(line, flush=True)
+
+
 def cpu_has_fast_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): then --bf16 trains ~1.5-2.5x faster."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -183,7 +187,7 @@ def train(
     val_corpus: Corpus | None = None,
     resume: bool = False,
     progress: bool = True,
-    log=print,
+    log=print_now,
     extra_state: dict | None = None,
     stop_at_step: int | None = None,
 ) -> TrainResult:
