@@ -9,13 +9,8 @@ import sys
 
 from tokenbounds.errors import UserError
 
-COMMANDS = [
-    "prepare",
-    "train",
-    "quantize",
-    "size",
-    "bound",
-]  # modules under tokenbounds.cli, in the order --help lists them
+# Modules under tokenbounds.cli, in the order --help lists them.
+COMMANDS = ["quickstart", "prepare", "train", "quantize", "size", "bound"]
 
 
 def build_parser() -> argparse.ArgumentParser:
