@@ -40,7 +40,8 @@ class QuickstartConfig:
     lr: float = 1e-2
     warmup: int = 50
     levels: int = 16
-    samples: int = 4000  # blocks of `context` tokens drawn for the bound
+    samples: int = 4000  # blocks drawn for the bound
+    stride: int = 64  # scored block length: every scored token sees >= context - stride tokens
     delta: float = 0.05
     seed: int = 0
 
@@ -103,6 +104,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=
             mode="block",
             samples=cfg.samples,
             context=cfg.context,
+            stride=cfg.stride,
             delta=cfg.delta,
             seed=cfg.seed,
             progress=progress,

@@ -97,6 +97,11 @@ def exhaustive_units(corpus: Corpus, context: int) -> Iterator[Unit]:
 
 def block_rule(context: int, stride: int) -> str:
     overlap = context - stride
+    if overlap == 0:
+        return (
+            f"block: the context resets at aligned blocks of {context} tokens per shard; x_i sees an eot "
+            "(beginning-of-sequence token) followed by the tokens of its block before it"
+        )
     return (
         f"block: aligned blocks of {stride} tokens per shard; x_i sees an eot (beginning-of-sequence token) followed "
         f"by the {overlap} tokens before its block and the tokens of its block before it (context <= {context})"

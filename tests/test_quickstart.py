@@ -1,0 +1,54 @@
+"""The quickstart pipeline end to end (a short run; the full default run is timed in README)."""
+
+import json
+
+import pytest
+
+from .test_cli_bound import one_line_error, run_cli
+
+
+@pytest.mark.slow
+def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
+    out = tmp_path / "qs"
+    extra = tmp_path / "copy.json"
+    args = [
+        "quickstart",
+        "--out",
+        str(out),
+        "--steps",
+        "30",
+        "--subspace-dim",
+        "500",
+        "--samples",
+        "64",
+        "--json",
+        str(extra),
+        "--no-progress",
+    ]
+    code, text, err = run_cli(args, capsys)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert json.loads(extra.read_text()) == report
+    assert report["method"] == "eb" and report["mode"] == "block" and report["samples"] == 64
+    assert report["vocab_size"] == 257 and report["n_tokens"] > 4_000_000
+    q = report["quickstart"]
+    assert q["quantized"]["n_parameters"] == 500 and q["train"]["steps"] == 30
+    # The bound is priced by the coded message written by the quantize step, nothing else.
+    manifest = json.loads((out / "quantized" / "quantized.json").read_text())
+    assert report["message_bits"] == manifest["message_bits"] and report["extra_bits"] == 0.0
+    assert "best bits-per-token bound" in text and "log2 V" in text
+    markdown = (out / "report.md").read_text()
+    assert (
+        markdown.startswith("# tokenbounds quickstart") and f"{report['best_bits_per_token']['bound']:.4f}" in markdown
+    )
+
+
+def test_quickstart_refuses_a_used_directory_and_bad_numbers(tmp_path, capsys):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    code, _, err = run_cli(["quickstart", "--out", str(used)], capsys)
+    one_line_error(code, err, "not empty")
+    assert (used / "notes.txt").read_text() == "mine"
+    code, _, err = run_cli(["quickstart", "--out", str(tmp_path / "new"), "--steps", "0"], capsys)
+    one_line_error(code, err, "--steps")
