@@ -150,8 +150,7 @@ def main() -> None:
         source = args.out / "sublora-d1e4-time"
         if not source.is_dir():
             raise SystemExit("the levels study quantizes the model of the time study: run it too")
-        unquantized = bound_unquantized(source, data, args.samples)
-        rows.append({"study": "levels", "levels": None, "kmeans": None, **unquantized})
+        rows.append({"study": "levels", "levels": None, "kmeans": None, **bound(source, data, args.samples, True)})
         print(json.dumps(rows[-1]), flush=True)
         for levels in (2, 4, 8, 16):
             for kmeans in (False, True):
@@ -168,31 +167,6 @@ def main() -> None:
                 rows.append(row)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
-
-
-def bound_unquantized(model_dir: Path, data: Path, samples: int) -> dict:
-    """The float32 model priced by the paper's recipe: tar -czf of spec.json + free_parameters.safetensors."""
-    report = compute_bound(
-        BoundRequest(
-            model=str(model_dir),
-            data=str(data),
-            method="eb",
-            mode="block",
-            samples=samples,
-            context=ARCH.context,
-            stride=ARCH.context // 2,
-            checkpoint_size=True,
-            progress=False,
-        )
-    )
-    best = report["best_bits_per_token"]
-    return {
-        "message_bits": report["message_bits"],
-        "codec": report["prior"]["codec"],
-        "empirical": best["empirical"],
-        "bound": best["bound"],
-        "alpha": best["alpha"],
-    }
 
 
 if __name__ == "__main__":

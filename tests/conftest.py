@@ -42,6 +42,17 @@ def random_documents(rng: np.random.Generator, n_tokens: int, eot: int = EOT, me
     return tokens
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Training tests on 2 shared cores: one torch thread avoids OpenMP oversubscription (10-100x slower under load)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer GPT-2 saved as a Hugging Face directory (safetensors)."""

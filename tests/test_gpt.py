@@ -7,14 +7,7 @@ from tokenbounds.errors import UserError
 from tokenbounds.models.gpt import GPTConfig, GPTLogitModel
 from tokenbounds.models.parametrization import build_model, make_spec
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids OpenMP oversubscription (10-100x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 V = 61

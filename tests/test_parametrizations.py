@@ -23,14 +23,7 @@ from tokenbounds.models.parametrization import (
 )
 from tokenbounds.models.subspace import KroneckerProjection
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids OpenMP oversubscription (10-100x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 V = 53

@@ -16,14 +16,7 @@ from tokenbounds.models.gpt import GPTConfig, GPTLogitModel
 from tokenbounds.models.parametrization import build_model, free_parameters, load_trained, make_spec
 from tokenbounds.train.trainer import TrainConfig, learning_rate, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one torch thread avoids OpenMP oversubscription (10-100x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 V = 23
