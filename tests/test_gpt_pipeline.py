@@ -19,13 +19,15 @@ from .test_train import write_shards
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # training on 2 shared cores: see conftest.one_torch_thread
     root = tmp_path_factory.mktemp("gpt")
     data = write_shards(root / "data", [3000, 2000])
     arch = GPTConfig(vocab_size=23, context=16, n_layer=1, n_head=2, n_embd=16, dropout=0.1)
     spec = make_spec(arch, {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"}, rank=2, subspace_dim=200)
     cfg = TrainConfig(steps=60, batch_size=8, warmup=5, lr=5e-2, eval_every=60, eval_batches=1)
     train(spec, cfg, open_corpus(data), root / "model", progress=False, log=lambda *a: None)
+    torch.set_num_threads(threads)
     return data, root / "model"
 
 
