@@ -8,8 +8,8 @@ import torch
 
 from tokenbounds.compress.model import load_quantized, quantize_model
 from tokenbounds.data.shards import open_corpus
+from tokenbounds.hypothesis import load_any
 from tokenbounds.models.gpt import GPTConfig
-from tokenbounds.models.load import load_any
 from tokenbounds.models.parametrization import build_model, load_free_parameters, make_spec
 from tokenbounds.train.trainer import TrainConfig, train
 

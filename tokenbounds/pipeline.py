@@ -35,7 +35,7 @@ from tokenbounds.data.units import (
     token_unit,
 )
 from tokenbounds.errors import UserError
-from tokenbounds.models.load import load_any
+from tokenbounds.hypothesis import load_any
 from tokenbounds.models.scorer import score_units
 from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid, eb_bound, eb_bound_exhaustive
 from tokenbounds.stats.lotfi import martingale_term, split_delta

@@ -172,7 +172,7 @@ class Source:
         """A GPT from `tokenbounds train`: its free parameters are the tensors, its spec is the config.
 
         theta_0 is regenerated from the spec's seed, so the message holds the spec (canonical JSON) and the free
-        parameters only; `models.load.load_any` rebuilds exactly this network from a decoded message.
+        parameters only; `tokenbounds.hypothesis.load_any` rebuilds exactly this network from a decoded message.
         """
         from tokenbounds.models.parametrization import FORMAT, FREE_FILE, SPEC_FILE, load_trained, spec_bytes
 

@@ -1,5 +1,7 @@
 """One entry point from a model path to a `LogitModel`: which backend, and which exact hypothesis.
 
+It sits beside the pipeline, where the parts meet: it needs both the decoder (compress) and the networks (models).
+
 - a directory written by `tokenbounds quantize`: the message is decoded and verified against the directory's
   weights first (`load_quantized`); a tokenbounds GPT is rebuilt from its spec (the message's config) and the decoded
   free parameters, a Hugging Face model is loaded from the verified directory;
