@@ -12,6 +12,7 @@ row's last real token cannot change that row's outputs, and no attention mask is
 computed at the positions that predict a target.
 """
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -36,29 +37,38 @@ class Scores:
     input_tokens: int = 0  # tokens fed to the model, padding excluded
 
 
+ROW_CHUNK = 16  # logit rows processed together: a (16, V) float32 block stays in cache across the passes below
+
+
 def _target_stats(
     logits: torch.Tensor, targets: torch.Tensor, alphas: list[float], ks: list[int]
 ) -> tuple[torch.Tensor, ...]:
-    """Statistics of (N, V) float32 logits for N targets."""
-    lse = torch.logsumexp(logits, dim=-1)
-    target_logit = logits.gather(1, targets[:, None])[:, 0]
-    logp = target_logit - lse
-    rank = (logits > target_logit[:, None]).sum(dim=-1)
-    entropies = outside = None
-    if alphas or ks:
-        logprobs = logits - lse[:, None]
-        probs = logprobs.exp()
-    if alphas:
-        vocab = logits.shape[-1]
-        columns = []
-        for alpha in alphas:
-            q = (1.0 - alpha) * probs + alpha / vocab  # strictly positive, so log2 is finite
-            columns.append(-(q * torch.log2(q)).sum(dim=-1))
-        entropies = torch.stack(columns, dim=-1)
-    if ks:
-        vocab = logits.shape[-1]  # k >= V: the top k is everything, nothing is outside
-        top = torch.topk(probs, min(max(ks), vocab), dim=-1, sorted=True).values.cumsum(dim=-1)
-        outside = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
+    """Statistics of (N, V) float32 logits for N targets, computed a few rows at a time (memory-bound otherwise)."""
+    n, vocab = logits.shape
+    logp = torch.empty(n, dtype=torch.float32, device=logits.device)
+    rank = torch.empty(n, dtype=torch.int64, device=logits.device)
+    entropies = torch.empty(n, len(alphas), device=logits.device) if alphas else None
+    outside = torch.empty(n, len(ks), device=logits.device) if ks else None
+    top_k = min(max(ks), vocab) if ks else 0  # k >= V: the top k is everything, nothing is outside
+    for start in range(0, n, ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        z = logits[rows]
+        lse = torch.logsumexp(z, dim=-1)
+        target_logit = z.gather(1, targets[rows, None])[:, 0]
+        logp[rows] = target_logit - lse
+        rank[rows] = (z > target_logit[:, None]).sum(dim=-1)
+        if not (alphas or ks):
+            continue
+        probs = (z - lse[:, None]).exp()
+        if alphas:
+            q = torch.empty_like(probs)
+            for j, alpha in enumerate(alphas):
+                # q = (1 - alpha) p + alpha / V > 0; H = -sum q log2 q, with xlogy fusing q * log q
+                torch.add(probs, alpha / vocab / (1.0 - alpha), out=q).mul_(1.0 - alpha)
+                entropies[rows, j] = -torch.special.xlogy(q, q).sum(dim=-1) / math.log(2.0)
+        if ks:
+            top = torch.topk(probs, top_k, dim=-1, sorted=True).values.cumsum(dim=-1)
+            outside[rows] = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
     return logp, rank, entropies, outside
 
 
