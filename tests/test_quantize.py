@@ -321,6 +321,43 @@ def test_cli_quantize_with_qat(gpt2_dir, tmp_path, capsys):
         _quantize_cli([str(gpt2_dir), "--levels", "4", "--out", str(tmp_path / "z"), "--data", "x"])
 
 
+def test_qat_straight_through_moves_weights_between_centroids(gpt2_dir, tmp_path, capsys):
+    seq = np.random.default_rng(6).integers(1, 300, 40)
+    (tmp_path / "train.bin").write_bytes(np.tile(seq, 100).astype("<u2").tobytes())
+    common = [
+        "--levels",
+        "8",
+        "--no-progress",
+        "--qat-steps",
+        "20",
+        "--qat-lr",
+        "3e-3",
+        "--qat-length",
+        "32",
+        "--qat-batch",
+        "4",
+        "--data",
+        str(tmp_path / "train.bin"),
+        "--dtype",
+        "uint16",
+        "--eot",
+        "0",
+    ]
+    assert _quantize_cli([str(gpt2_dir), "--out", str(tmp_path / "fixed"), *common]) == 0
+    assert _quantize_cli([str(gpt2_dir), "--out", str(tmp_path / "ste"), "--qat-ste", *common]) == 0
+    capsys.readouterr()
+    fixed, _ = load_quantized(tmp_path / "fixed")  # the message decodes, verified, to exactly these weights
+    ste, manifest = load_quantized(tmp_path / "ste")
+    assert manifest["qat"]["ste"] is True and "straight-through" in manifest["qat"]["method"]
+    name = manifest["quantized_tensors"][0]
+    # Same centroid ranks would mean no weight changed centroid; with STE some must have moved.
+    rank_fixed = np.searchsorted(np.unique(fixed[name]), fixed[name])
+    rank_ste = np.searchsorted(np.unique(ste[name]), ste[name])
+    assert np.any(rank_fixed != rank_ste)
+    assert all(len(np.unique(ste[n])) <= 8 for n in manifest["quantized_tensors"])
+    assert manifest["qat"]["eval_batch_loss_after_nats"] < manifest["qat"]["eval_batch_loss_before_nats"]
+
+
 def test_find_ties_shared_storage_and_equal_values():
     from tokenbounds.compress.model import find_ties
 

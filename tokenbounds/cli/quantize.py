@@ -54,6 +54,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="SHARDS", help="training token shards (a `prepare` directory) for --qat-steps")
     p.add_argument("--dtype", choices=("uint16", "uint32"), help="token dtype when --data is a raw .bin file")
     p.add_argument("--eot", type=int, help="end-of-text token id when --data is a raw .bin file")
+    p.add_argument(
+        "--qat-ste",
+        action="store_true",
+        help="also move weights between centroids: latent weights trained with the straight-through estimator",
+    )
     p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate of the centroids (default: %(default)s)")
     p.add_argument("--qat-batch", type=int, default=8, help="windows per QAT step (default: %(default)s)")
     p.add_argument("--qat-length", type=int, default=128, help="tokens per QAT window (default: %(default)s)")
@@ -79,7 +84,13 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         data_dtype=args.dtype,
         data_eot=args.eot,
-        qat_options={"lr": args.qat_lr, "batch_size": args.qat_batch, "length": args.qat_length, "seed": args.seed},
+        qat_options={
+            "lr": args.qat_lr,
+            "batch_size": args.qat_batch,
+            "length": args.qat_length,
+            "seed": args.seed,
+            "ste": args.qat_ste,
+        },
         progress=not args.no_progress,
     )
     b = m["breakdown"]

@@ -18,6 +18,15 @@ from tokenbounds.compress.quantize import F16_MAX, Group, QuantizedState
 from tokenbounds.errors import UserError
 
 
+def _nearest(values, codebook):
+    """Index of the nearest codebook value for each value (ties to the lower value), via sorted midpoints."""
+    import torch
+
+    order = torch.argsort(codebook)
+    ordered = codebook[order]
+    return order[torch.bucketize(values, (ordered[1:] + ordered[:-1]) / 2)]
+
+
 def _logits(output):
     """transformers models return an output object, tokenbounds GPTs the logits themselves."""
     return getattr(output, "logits", output)
@@ -32,10 +41,17 @@ def refine_codebooks(
     batch_size: int = 8,
     length: int = 128,
     seed: int = 0,
+    ste: bool = False,
     progress: bool = True,
 ) -> tuple[QuantizedState, dict]:
     """Fit the centroids of `state` to `corpus` through `module` (a transformers causal LM, or a tokenbounds GPT,
-    whose state-dict names are those of `state`). Returns the refined state and a record of the run."""
+    whose state-dict names are those of `state`). Returns the refined state and a record of the run.
+
+    ste=False: the assignments stay fixed and only the centroids learn. ste=True: every quantized weight also gets a
+    latent float value (starting at its centroid); the forward pass uses the nearest centroid of each latent value,
+    and the straight-through estimator passes the gradient of the quantized weight to its latent value (and to the
+    centroid it uses), so weights can move to other centroids. The final message codes the nearest float16 centroid
+    of each latent value: the decoded model is again exactly the model the message describes."""
     import torch
     from torch.func import functional_call
     from tqdm import tqdm
@@ -61,11 +77,22 @@ def refine_codebooks(
     fixed = {e.name: torch.from_numpy(decoded[e.name]) for e in state.entries if e.kind == "raw"}
     by_name = {e.name: e for e in state.entries}
 
+    latent = {}
+    if ste:
+        latent = {name: torch.nn.Parameter(torch.from_numpy(decoded[name].reshape(-1).copy())) for name in index}
+
     def weights() -> dict:
         w = dict(fixed)
         for name, idx in index.items():
             e = by_name[name]
-            w[name] = centroids[e.group][idx].view(e.shape)
+            codebook = centroids[e.group]
+            if ste:
+                x = latent[name]
+                with torch.no_grad():
+                    idx = _nearest(x, codebook)
+                w[name] = (codebook[idx] + (x - x.detach())).view(e.shape)  # value quantized, gradient straight
+            else:
+                w[name] = codebook[idx].view(e.shape)
         for e in state.entries:
             if e.kind == "alias":
                 w[e.name] = w[e.target]
@@ -78,7 +105,7 @@ def refine_codebooks(
     module.eval()  # no dropout: we fit the deterministic predictor that will be bounded
     with torch.no_grad():
         before = float(loss_of(eval_batch, weights()))
-    opt = torch.optim.Adam(centroids, lr=lr)
+    opt = torch.optim.Adam([*centroids, *latent.values()], lr=lr)
     losses = []
     for _ in tqdm(range(steps), desc="QAT (centroids)", disable=not progress, leave=False):
         batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
@@ -100,8 +127,13 @@ def refine_codebooks(
     new_groups = [Group(u, np.zeros(len(u), dtype=np.int64)) for u, _ in groups]
     for e in entries:
         if e.kind == "quantized":
-            e.symbols = groups[e.group][1][e.symbols]
-            new_groups[e.group].counts += np.bincount(e.symbols, minlength=len(groups[e.group][0]))
+            uniq = groups[e.group][0]
+            if ste:  # each weight takes the float16 centroid nearest to its latent value
+                final = torch.from_numpy(uniq.astype(np.float32))
+                e.symbols = _nearest(latent[e.name].detach(), final).numpy().astype(np.int32)
+            else:
+                e.symbols = groups[e.group][1][e.symbols]
+            new_groups[e.group].counts += np.bincount(e.symbols, minlength=len(uniq))
     refined = QuantizedState(entries, new_groups, config=state.config, info=dict(state.info))
     with torch.no_grad():
         rw = {k: torch.from_numpy(v) for k, v in refined.dequantize().items() if k in names}
@@ -111,7 +143,9 @@ def refine_codebooks(
         after = float(loss_of(eval_batch, rw))
     k = max(1, min(10, steps // 2))
     info = {
-        "method": "learnable float32 centroids (Adam), assignments fixed, rounded to float16 after",
+        "method": "learnable float32 centroids (Adam), rounded to float16 after; assignments "
+        + ("by straight-through estimation on latent weights" if ste else "fixed"),
+        "ste": ste,
         "steps": steps,
         "lr": lr,
         "batch_size": batch_size,
