@@ -31,7 +31,9 @@ STRUCTURED = {"embed": "lora", "norm": "dense"}
 LR = {"subspace": 1e-2, "other": 3e-3}
 
 
-def bound(model_dir: Path, data: Path, samples: int) -> dict:
+def bound(model_dir: Path, data: Path, samples: int, checkpoint_size: bool = False) -> dict:
+    """eb + block + betting on the model at model_dir. A quantized directory prices itself; checkpoint_size prices
+    spec.json + free_parameters.safetensors by the paper's recipe (tar -czf) instead."""
     report = compute_bound(
         BoundRequest(
             model=str(model_dir),
@@ -41,6 +43,7 @@ def bound(model_dir: Path, data: Path, samples: int) -> dict:
             samples=samples,
             context=ARCH.context,
             stride=ARCH.context // 2,
+            checkpoint_size=checkpoint_size,
             progress=False,
         )
     )
@@ -111,7 +114,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     data = args.out / "data"
-    prepare([shakespeare_path()], ByteTokenizer(), data, tokenizer_name="bytes", progress=False)
+    if not (data / "meta.json").is_file():  # a second run in the same --out reuses the shards (and trained models)
+        prepare([shakespeare_path()], ByteTokenizer(), data, tokenizer_name="bytes", progress=False)
     corpus = open_corpus(data)
     studies = args.studies.split(",")
     rows = []

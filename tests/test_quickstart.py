@@ -35,7 +35,7 @@ def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
     assert q["quantized"]["n_parameters"] == 500 and q["train"]["steps"] == 30
     # The bound is priced by the coded message written by the quantize step, nothing else.
     manifest = json.loads((out / "quantized" / "quantized.json").read_text())
-    assert report["message_bits"] == manifest["message_bits"] and report["extra_bits"] == 0.0
+    assert report["message_bits"] == manifest["message_bits"] and report["extra_bits"] == 4.0
     assert "best bits-per-token bound" in text and "log2 V" in text
     markdown = (out / "report.md").read_text()
     assert (

@@ -9,7 +9,8 @@
 4. bound: the decoded model, evaluated on the training corpus, by the entropy-centred empirical-Bernstein bound
    with block sampling and the betting confidence bound (all bounds hold together with probability >= 1 - delta).
 
-Every setting is fixed here, before the data are seen, so no extra bits are owed for choosing them.
+The settings below were chosen by the developers after trying a handful of configurations on this same corpus, so
+the bound pays for that choice: `extra_bits` = log2 16 covers up to 16 configurations tried.
 """
 
 import time
@@ -33,9 +34,9 @@ class QuickstartConfig:
     n_head: int = 4
     n_embd: int = 128
     context: int = 128
-    lora_rank: int = 4
+    lora_rank: int = 16
     subspace_dim: int = 10_000
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 16
     lr: float = 1e-2
     warmup: int = 50
@@ -44,6 +45,7 @@ class QuickstartConfig:
     stride: int = 64  # scored block length: every scored token sees >= context - stride tokens
     delta: float = 0.05
     seed: int = 0
+    extra_bits: float = 4.0  # log2 of the (at most 16) configurations the developers tried on this corpus
 
 
 def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=print) -> dict:
@@ -106,6 +108,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=
             context=cfg.context,
             stride=cfg.stride,
             delta=cfg.delta,
+            extra_bits=cfg.extra_bits,
             seed=cfg.seed,
             progress=progress,
         )
