@@ -112,6 +112,7 @@ def test_eb_block_betting_end_to_end(tiny_gpt2, tiny_corpus, tmp_path, capsys):
         (["--mode", "block", "--context", "32", "--stride", "0"], "--stride"),
         (["--mode", "block", "--rule", "document"], "block"),
         (["--mode", "token", "--rule", "block"], "document"),
+        (["--subsample-ucb", "maurer-pontil", "--samples", "1"], "maurer-pontil"),
     ],
 )
 def test_bad_block_and_eb_inputs(tiny_gpt2, tiny_corpus, capsys, extra, needle):

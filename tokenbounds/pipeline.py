@@ -100,6 +100,8 @@ def validate(req: BoundRequest) -> None:
         raise UserError(f"--delta must lie in (0, 1), got {req.delta}")
     if req.mode != "exhaustive" and req.samples <= 0:
         raise UserError(f"--samples must be > 0, got {req.samples}")
+    if req.mode != "exhaustive" and req.subsample_ucb == "maurer-pontil" and req.samples < 2:
+        raise UserError("--subsample-ucb maurer-pontil needs --samples >= 2 (it estimates a variance)")
     if req.context <= 0:
         raise UserError(f"--context must be > 0, got {req.context}")
     if req.rule == "block":
