@@ -4,6 +4,12 @@ import hashlib
 from pathlib import Path
 
 
+def holds_something(path: str | Path) -> bool:
+    """True when `path` exists and is not an empty directory: an output there would overwrite what a user has."""
+    path = Path(path)
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
 def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
     """sha256 hex digest of a file, read in chunks (never whole)."""
     digest = hashlib.sha256()

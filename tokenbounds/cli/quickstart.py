@@ -5,6 +5,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from tokenbounds.errors import UserError
+from tokenbounds.files import holds_something
 from tokenbounds.quickstart import QuickstartConfig, run_quickstart
 from tokenbounds.report.io import check_writable, write_json
 from tokenbounds.report.markdown import format_markdown
@@ -34,7 +35,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / time.strftime("quickstart-%Y%m%d-%H%M%S")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if holds_something(out):
         raise UserError(f"{out} exists and is not empty; choose a new --out")
     check_writable(args.json, args.force)
     for name in ("steps", "subspace_dim", "levels", "samples"):

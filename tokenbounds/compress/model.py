@@ -48,6 +48,7 @@ from tokenbounds.compress import message as msg
 from tokenbounds.compress.coding import entropy_bits
 from tokenbounds.compress.quantize import QuantizedState, quantize_tensors
 from tokenbounds.errors import UserError
+from tokenbounds.files import file_sha256, holds_something
 
 MANIFEST = "quantized.json"
 MESSAGE = "message.tbqm"
@@ -64,14 +65,6 @@ COPY_FILES = (
     "tokenizer.model",
     "chat_template.jinja",
 )
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _to_numpy(t) -> np.ndarray:
@@ -269,7 +262,7 @@ def quantize_model(
     UserError on bad input or a non-empty `out`.
     """
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if holds_something(out):
         raise UserError(f"{out} exists and is not empty: refusing to overwrite it")
     if configs_tried < 1:
         raise UserError(f"--configs-tried must be >= 1, got {configs_tried}")
@@ -339,7 +332,7 @@ def quantize_model(
         "source": {
             "path": str(src.path),
             "format": src.format,
-            "files": [{"name": f.name, "sha256": _sha256(f)} for f in src.files],
+            "files": [{"name": f.name, "sha256": file_sha256(f)} for f in src.files],
         },
         "constriction": _constriction_version(),
         "weights": WEIGHTS,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from tokenbounds.data.shards import DTYPES, dtype_for_vocab, write_meta
 from tokenbounds.errors import UserError
-from tokenbounds.files import file_sha256
+from tokenbounds.files import file_sha256, holds_something
 
 PIECE_CHARS = 1 << 22
 
@@ -110,7 +110,7 @@ def check_inputs(paths: list[Path], out: Path, shard_tokens: int) -> None:
             raise UserError(f"input {path} does not exist or is not a file")
     if shard_tokens <= 0:
         raise UserError(f"--shard-tokens must be > 0, got {shard_tokens}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if holds_something(out):
         raise UserError(f"output {out} exists and is not an empty directory; refusing to overwrite it")
 
 

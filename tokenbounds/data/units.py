@@ -44,8 +44,7 @@ def context_rule(context: int) -> str:
 
 
 def check_context(context: int, max_positions: int | None) -> None:
-    if context <= 0:
-        raise UserError(f"--context must be > 0, got {context}")
+    """The model must accept L tokens of context (L > 0 is checked with the other flags, before loading)."""
     if max_positions is not None and context > max_positions:
         raise UserError(f"--context {context} exceeds the model's maximum of {max_positions} positions")
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from tokenbounds.data.shards import Corpus
 from tokenbounds.data.windows import random_windows
 from tokenbounds.errors import UserError
+from tokenbounds.files import holds_something
 from tokenbounds.models.parametrization import (
     FREE_FILE,
     SPEC_FILE,
@@ -204,7 +205,7 @@ def train(
         val_corpus.check_vocab(vocab)
     if resume:
         saved = _check_resumable(out, spec, cfg, corpus)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif holds_something(out):
         raise UserError(
             f"{out} exists and is not empty: choose a new --out, or pass --resume to continue the run in it"
         )
