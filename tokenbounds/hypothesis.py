@@ -29,14 +29,19 @@ def _gpt(model, spec: dict, source: str, dtype: str, device: str) -> GPTLogitMod
     return GPTLogitModel(model, spec, source=source, bfloat16=dtype == "bfloat16")
 
 
-def load_any(path: str | Path, dtype: str = "float32", device: str = "cpu") -> LogitModel:
-    """The hypothesis at `path`, ready to score, in the given compute dtype and device."""
+def load_any(
+    path: str | Path, dtype: str = "float32", device: str = "cpu", verified: tuple[dict, dict] | None = None
+) -> LogitModel:
+    """The hypothesis at `path`, ready to score, in the given compute dtype and device.
+
+    `verified` is what `load_quantized(path)` returned, when the caller already decoded and checked the directory.
+    """
     if dtype not in COMPUTE_DTYPES:
         raise UserError(f"unknown compute dtype {dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
     check_device(device)
     path = Path(path)
     if is_quantized_dir(path):
-        weights, manifest = load_quantized(path)
+        weights, manifest = verified if verified is not None else load_quantized(path)
         if manifest["source"].get("format") == GPT_FORMAT:
             spec = json.loads((path / "config.json").read_text())  # verified equal to the message's config
             model = build_model(spec)

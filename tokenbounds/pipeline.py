@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.compress.codecs import checkpoint_message_bits
+from tokenbounds.compress.codecs import checkpoint_message_bits, quantized_message_bits
 from tokenbounds.compress.model import is_quantized_dir, load_quantized
 from tokenbounds.data.shards import Corpus, open_corpus
 from tokenbounds.data.units import (
@@ -36,6 +36,7 @@ from tokenbounds.data.units import (
 )
 from tokenbounds.errors import UserError
 from tokenbounds.hypothesis import load_any
+from tokenbounds.models.hf import check_device
 from tokenbounds.models.scorer import score_units
 from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid, eb_bound, eb_bound_exhaustive
 from tokenbounds.stats.lotfi import martingale_term, split_delta
@@ -129,23 +130,24 @@ def validate(req: BoundRequest) -> None:
         raise UserError(f"--extra-bits must be >= 0, got {req.extra_bits}")
     if req.batch_tokens <= 0:
         raise UserError(f"--batch-tokens must be > 0, got {req.batch_tokens}")
+    check_device(req.device)
 
 
-def _prior(req: BoundRequest) -> tuple[float, float, dict]:
+def _prior(req: BoundRequest, manifest: dict | None) -> tuple[float, float, dict]:
     """(message bits, extra bits, record of where they came from), fixed before any token is scored.
 
-    A quantized directory is always verified (message, config and weights must agree) before it is evaluated,
-    and prices itself unless the user gives --message-bits. Extra bits the prior requires (log2 of the codecs
+    A quantized directory (its manifest already verified by `load_quantized`: message, config and weights agree)
+    prices itself unless the user gives --message-bits. Extra bits the prior requires (log2 of the codecs
     tried, or of the quantization configurations declared) are added to the user's --extra-bits.
     """
-    quantized = is_quantized_dir(req.model)
     if req.message_bits is not None:
-        if quantized:
-            load_quantized(req.model)
         return float(req.message_bits), req.extra_bits, {"source": "--message-bits"}
-    if not (req.checkpoint_size or quantized):
+    if manifest is not None:
+        bits, info = quantized_message_bits(req.model, manifest)
+    elif req.checkpoint_size:
+        bits, info = checkpoint_message_bits(req.model, progress=req.progress, codecs=req.codecs)
+    else:
         raise UserError("give the prior: --message-bits N, or --checkpoint-size to price the checkpoint file(s)")
-    bits, info = checkpoint_message_bits(req.model, progress=req.progress, codecs=req.codecs)
     return bits, req.extra_bits + info["required_extra_bits"], info
 
 
@@ -188,11 +190,13 @@ def compute_bound(req: BoundRequest) -> dict:
     """Run the whole bound and return the JSON report."""
     validate(req)
     corpus = open_corpus(req.data, req.dtype, req.eot)
-    model = load_any(req.model, req.compute_dtype, req.device)
+    # A quantized directory is decoded and verified once, before it is evaluated or priced.
+    verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
+    model = load_any(req.model, req.compute_dtype, req.device, verified)
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
     check_context(req.context, model.max_positions)
-    message_bits, extra_bits, prior_info = _prior(req)
+    message_bits, extra_bits, prior_info = _prior(req, verified[1] if verified else None)
     nats = complexity_nats(message_bits, extra_bits)
     m = corpus.n_tokens
     plan = plan_units(req, corpus, np.random.default_rng(req.seed))

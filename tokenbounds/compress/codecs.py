@@ -514,6 +514,20 @@ def checkpoint_size(model: str | Path, codecs: Sequence[str] = ("gzip",), progre
     return measure_size([model], codecs=codecs, progress=progress)
 
 
+def quantized_message_bits(model: str | Path, manifest: dict) -> tuple[float, dict]:
+    """The prior of a quantized directory whose manifest `load_quantized` has verified: its coded message's bits."""
+    return float(manifest["message_bits"]), {
+        "source": "quantized message",
+        "message": str(Path(model) / manifest["message"]),
+        "message_sha256": manifest["message_sha256"],
+        "levels": manifest["levels"],
+        "kmeans": manifest["kmeans"],
+        "n_parameters": manifest["n_parameters"],
+        "bits_per_parameter": manifest["bits_per_parameter"],
+        "required_extra_bits": float(manifest["extra_bits"]),
+    }
+
+
 def checkpoint_message_bits(
     model: str | Path, progress: bool = True, codecs: Sequence[str] = ("gzip",)
 ) -> tuple[float, dict]:
@@ -530,17 +544,7 @@ def checkpoint_message_bits(
     from tokenbounds.compress.model import is_quantized_dir, load_quantized
 
     if is_quantized_dir(model):
-        _, manifest = load_quantized(model)
-        return float(manifest["message_bits"]), {
-            "source": "quantized message",
-            "message": str(Path(model) / manifest["message"]),
-            "message_sha256": manifest["message_sha256"],
-            "levels": manifest["levels"],
-            "kmeans": manifest["kmeans"],
-            "n_parameters": manifest["n_parameters"],
-            "bits_per_parameter": manifest["bits_per_parameter"],
-            "required_extra_bits": float(manifest["extra_bits"]),
-        }
+        return quantized_message_bits(model, load_quantized(model)[1])
     r = checkpoint_size(model, codecs=codecs, progress=progress)
     return float(r.best_bits), {
         "source": "checkpoint size",
