@@ -77,6 +77,8 @@ class BoundRequest:
     subsample_ucb: str | None = None  # default: hoeffding for lotfi (the paper's), betting for eb
     compute_dtype: str = "float32"
     device: str = "cpu"
+    quip_sharp: str | None = None  # a quip-sharp checkout, for QuIP# checkpoints
+    quip_python: str | None = None  # the Python of quip-sharp's environment (default: this one)
     batch_tokens: int = 8192
     progress: bool = True
 
@@ -130,7 +132,10 @@ def validate(req: BoundRequest) -> None:
         raise UserError(f"--extra-bits must be >= 0, got {req.extra_bits}")
     if req.batch_tokens <= 0:
         raise UserError(f"--batch-tokens must be > 0, got {req.batch_tokens}")
-    check_device(req.device)
+    if req.quip_python is not None and req.quip_sharp is None:
+        raise UserError("--quip-python needs --quip-sharp")
+    if req.quip_sharp is None:  # a quip-sharp worker runs its own torch and checks the device there
+        check_device(req.device)
 
 
 def _prior(req: BoundRequest, manifest: dict | None) -> tuple[float, float, dict]:
@@ -192,7 +197,7 @@ def compute_bound(req: BoundRequest) -> dict:
     corpus = open_corpus(req.data, req.dtype, req.eot)
     # A quantized directory is decoded and verified once, before it is evaluated or priced.
     verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
-    model = load_any(req.model, req.compute_dtype, req.device, verified)
+    model = load_any(req.model, req.compute_dtype, req.device, verified, req.quip_sharp, req.quip_python)
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
     check_context(req.context, model.max_positions)

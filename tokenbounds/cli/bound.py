@@ -40,7 +40,13 @@ def add_parser(sub):
         "alpha) and as top-k error rates. All reported bounds hold together with probability >= 1 - delta.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", required=True, metavar="PATH", help="a Hugging Face model directory or a .gguf file")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="PATH",
+        help="a Hugging Face model directory, a .gguf file, a directory from `tokenbounds quantize` or `train`, or a "
+        "QuIP# checkpoint directory (with --quip-sharp)",
+    )
     p.add_argument(
         "--data", required=True, metavar="PATH", help="a shard directory from `prepare`, or a raw nanoGPT .bin file"
     )
@@ -133,6 +139,18 @@ def add_parser(sub):
         help="dtype of the forward pass; part of the hypothesis (log-softmax is always float32)",
     )
     p.add_argument("--device", default="cpu", help="torch device for the forward passes: cpu, cuda, cuda:N")
+    p.add_argument(
+        "--quip-sharp",
+        metavar="DIR",
+        help="QuIP# checkpoints: a quip-sharp checkout (kernels built) that decodes and runs the model in a worker "
+        "process; use --device cuda (or auto: spread over GPUs)",
+    )
+    p.add_argument(
+        "--quip-python",
+        metavar="PYTHON",
+        help="the Python interpreter of quip-sharp's environment (it pins torch 2.1 / transformers 4.34); "
+        "default: this one",
+    )
     p.add_argument("--batch-tokens", type=int, default=8192, metavar="N", help="padded tokens per forward batch")
     p.add_argument("--json", metavar="OUT", help="write the JSON report here")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
@@ -165,6 +183,8 @@ def run(args) -> int:
         subsample_ucb=args.subsample_ucb,
         compute_dtype=args.compute_dtype,
         device=args.device,
+        quip_sharp=args.quip_sharp,
+        quip_python=args.quip_python,
         batch_tokens=args.batch_tokens,
         progress=not args.no_progress,
     )

@@ -63,6 +63,26 @@ class HFLogitModel:
         }
 
 
+def check_loading_info(info: dict, source: Path) -> None:
+    """Refuse a model that transformers loaded only in part.
+
+    transformers fills weights the checkpoint lacks with a fresh random initialisation and drops tensors the
+    architecture has no place for, with only a log line (which we silence). Either way the evaluated network would
+    not be the one the checkpoint describes, so the bound would price one model and evaluate another.
+    """
+    problems = {
+        "missing from the checkpoint (would be randomly initialised)": info.get("missing_keys"),
+        "in the checkpoint but not used by the architecture": info.get("unexpected_keys"),
+        "of the wrong shape": [name for name, *_ in info.get("mismatched_keys") or ()],
+        "failing to load": info.get("error_msgs"),
+    }
+    for what, names in problems.items():
+        if names:
+            names = sorted(str(n) for n in names)
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise UserError(f"{source}: {len(names)} tensor(s) {what}: {shown}; refusing a partially loaded model")
+
+
 def _from_pretrained(directory: Path, torch_dtype: torch.dtype, **kwargs):
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -72,17 +92,24 @@ def _from_pretrained(directory: Path, torch_dtype: torch.dtype, **kwargs):
     logging.getLogger("transformers").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return AutoModelForCausalLM.from_pretrained(
-            directory, dtype=torch_dtype, local_files_only=True, trust_remote_code=False, **kwargs
+        model, info = AutoModelForCausalLM.from_pretrained(
+            directory,
+            dtype=torch_dtype,
+            local_files_only=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            **kwargs,
         )
+    return model, info
 
 
 def _load_gguf(path: Path, torch_dtype: torch.dtype):
     check_gguf(path)
     try:
-        model = _from_pretrained(path.parent, torch.float32, gguf_file=path.name)
+        model, info = _from_pretrained(path.parent, torch.float32, gguf_file=path.name)
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
+    check_loading_info(info, path)
     return model.to(torch_dtype)
 
 
@@ -116,9 +143,10 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     if not (path / "config.json").is_file():
         raise UserError(f"{path} has no config.json: not a Hugging Face model directory")
     try:
-        model = _from_pretrained(path, torch_dtype)
+        model, info = _from_pretrained(path, torch_dtype)
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
+    check_loading_info(info, path)
     return HFLogitModel(model, str(path), "huggingface directory", dtype, device)
 
 
