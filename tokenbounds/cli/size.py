@@ -55,6 +55,9 @@ def format_table(result) -> str:
         cells = [r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in (1, 2, 3)] + [r[4].ljust(widths[4]), r[5]]
         lines.append("  ".join(cells).rstrip())
     params = f"{result.n_parameters:,}" if result.n_parameters is not None else "unknown"
+    if result.packed_format is not None:
+        stored = f"{result.n_stored_values:,}" if result.n_stored_values is not None else "unknown"
+        params += f" (of the {result.packed_format} checkpoint's architecture; {stored} stored values)"
     head = [
         f"files: {', '.join(result.files)}",
         f"stream: {result.stream} ({result.stream_bytes:,} bytes uncompressed); parameters: {params}",

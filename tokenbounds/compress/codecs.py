@@ -75,7 +75,9 @@ class SizeResult:
     codecs: dict[str, int]  # codec spec -> bits
     methods: dict[str, str]  # codec spec -> the exact recipe that ran
     seconds: dict[str, float]  # codec spec -> wall-clock seconds
-    n_parameters: int | None  # from safetensors headers / GGUF tensor info; None when unknown
+    n_parameters: int | None  # weights: tensor headers, or the architecture for packed formats; None if unknown
+    n_stored_values: int | None = None  # packed formats: scalars in the tensor headers (packed integers count once)
+    packed_format: str | None = None  # "QuIP#", "gptq", ... when the config names one
     extra_bits: float = field(init=False)  # log2(number of codecs tried)
     best_codec: str = field(init=False)
     best_bits: int = field(init=False)
@@ -101,6 +103,8 @@ class SizeResult:
             "best_bits": self.best_bits,
             "extra_bits": self.extra_bits,
             "n_parameters": self.n_parameters,
+            "n_stored_values": self.n_stored_values,
+            "packed_format": self.packed_format,
             "bits_per_parameter": {c: self.bits_per_parameter(c) for c in self.codecs},
         }
 
@@ -183,6 +187,44 @@ def count_parameters(files: Sequence[str | Path]) -> int | None:
         else:
             return None
     return total
+
+
+def packed_format(files: Sequence[str | Path]) -> str | None:
+    """The quantization format named by a config.json among `files` ("QuIP#", "gptq", "awq", ...), else None.
+
+    Such checkpoints pack several weights into each stored integer (GPTQ: 8 four-bit codes per int32; QuIP#: E8
+    lattice indices), so their tensor headers count stored values, not the weights they describe.
+    """
+    for f in map(Path, files):
+        if f.name == "config.json":
+            try:
+                config = json.loads(f.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return None
+            if "quip_params" in config:
+                return "QuIP#"
+            quantization = config.get("quantization_config")
+            if isinstance(quantization, dict):
+                return str(quantization.get("quant_method", "quantized"))
+    return None
+
+
+def architecture_parameter_count(config_path: str | Path) -> int | None:
+    """Parameters of the dense architecture a config.json describes (tied weights once), built on the meta device
+    (no memory, no weights read); None when transformers does not know the architecture."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(Path(config_path).parent, local_files_only=True, trust_remote_code=False)
+        for packed in ("quantization_config", "quip_params"):
+            if hasattr(config, packed):
+                delattr(config, packed)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except Exception:  # an architecture transformers cannot build: the count is unknown, the size is not
+        return None
+    return sum(p.numel() for p in model.parameters())
 
 
 def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
@@ -424,7 +466,11 @@ def measure_size(
         parsed.setdefault(codec_label(name, level), (name, level))
     if not parsed:
         raise UserError("no codec given")
-    n_params = count_parameters(files)
+    n_params = n_stored = count_parameters(files)
+    packed = packed_format(files)
+    if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
+        config = next(f for f in files if f.name == "config.json")
+        n_params = architecture_parameter_count(config)
 
     if len(files) == 1:
         stream, fname, total = "file", files[0].name, files[0].stat().st_size
@@ -486,6 +532,8 @@ def measure_size(
         methods=methods,
         seconds={label: round(w.seconds, 3) for label, w in workers.items()},
         n_parameters=n_params,
+        n_stored_values=n_stored if packed is not None else None,
+        packed_format=packed,
     )
 
 

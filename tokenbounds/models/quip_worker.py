@@ -84,7 +84,7 @@ def load(quip_sharp: Path, model_dir: Path, device: str):
     offered = {"use_cuda_graph": False, "use_flash_attn": False, "device_map": "auto" if device == "auto" else device}
     accepted = inspect.signature(model_from_hf_path).parameters
     model, base_name = model_from_hf_path(str(model_dir), **{k: v for k, v in offered.items() if k in accepted})
-    if device != "auto":
+    if device != "auto" and not hasattr(model, "hf_device_map"):  # placed by accelerate already: leave it there
         model = model.to(device)
     model.eval()
     check_state_matches(model, stored)
