@@ -59,6 +59,7 @@ class QuipSharpModel:
                 f"{self.quip_sharp} is not a quip-sharp checkout (no lib/utils/unsafe_import.py); "
                 "clone github.com/Cornell-RelaxML/quip-sharp and build its kernels"
             )
+        self._hint = " (QuIP#'s kernels run on NVIDIA GPUs: pass --device cuda)" if device == "cpu" else ""
         self.decoder = {"quip_sharp": str(self.quip_sharp.resolve()), **_git_commit(self.quip_sharp)}
         command = [python, str(WORKER), "--quip-sharp", str(self.quip_sharp), "--model", str(self.path)]
         try:
@@ -73,7 +74,7 @@ class QuipSharpModel:
         self.info = self._receive("loading the checkpoint")
         if "error" in self.info:
             _stop(self._worker)
-            raise UserError(f"quip-sharp could not load {self.path}: {self.info['error']}")
+            raise UserError(f"quip-sharp could not load {self.path}: {self.info['error']}{self._hint}")
         self.vocab_size = int(self.info["vocab_size"])
         self.max_positions = self.info["max_positions"]
 
@@ -97,7 +98,7 @@ class QuipSharpModel:
             self._receive("scoring")  # collects the worker's exit status and raises
         reply = self._receive("scoring")
         if isinstance(reply, dict):
-            raise UserError(f"quip-sharp failed while scoring: {reply.get('error')}")
+            raise UserError(f"quip-sharp failed while scoring: {reply.get('error')}{self._hint}")
         if reply.shape != (input_ids.shape[0], keep.shape[0], self.vocab_size):
             raise UserError(f"the quip-sharp worker answered logits of shape {reply.shape}; expected another")
         return torch.from_numpy(reply).float()
