@@ -14,7 +14,9 @@ from tokenbounds.stats.simulate import (
     BROKEN_METHODS,
     METHODS,
     SETTINGS,
+    Setting,
     binomial_allowance,
+    block_layout,
     format_table,
     loss_tables,
     lotfi_reference_bound,
@@ -37,6 +39,7 @@ EXPECTED_CAUGHT = {
     "markov2-V50": {"eb/exhaustive/no-variance-term", "eb/token/plug-in"},
     "markov1-V500": {"eb/exhaustive/no-variance-term", "eb/token/plug-in"},
     "markov1-V200-d30": set(),
+    "ragged-V100": {"eb/exhaustive/no-variance-term", "eb/token/plug-in"},
 }
 
 
@@ -142,6 +145,23 @@ def test_subsample_ucb_covers_the_exhaustive_mean():
     assert np.mean(ucb < exact) <= binomial_allowance(0.05, 1000)
     half = draws.mean(axis=1) + 0.5 * (ucb - draws.mean(axis=1))
     assert np.mean(half < exact) > binomial_allowance(0.05, 1000)  # measured 0.111 vs 0.071
+
+
+def test_unequal_blocks_tile_each_shard_and_length_weights_recover_the_token_mean():
+    s = SETTINGS["ragged-V100"]
+    starts, lengths = block_layout(s)
+    covered = np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)])
+    np.testing.assert_array_equal(covered, np.arange(s.m))  # every token in exactly one block, in order
+    shard_ends = np.cumsum(s.shards)
+    assert set(starts + lengths) >= set(shard_ends)  # no block crosses a shard boundary
+    assert sorted(lengths[lengths < s.block]) == sorted(n % s.block for n in s.shards)
+    # drawing blocks in proportion to length makes the block mean an unbiased estimate of the token mean
+    values = np.concatenate([np.arange(n) for n in s.shards]) / 100.0  # grows along each shard, short blocks last
+    block_means = np.add.reduceat(values, starts) / lengths
+    assert math.isclose(np.sum(lengths / s.m * block_means), values.mean(), rel_tol=1e-12)
+    assert block_means.mean() > 1.01 * values.mean()  # uniform draws would over-weight the short last blocks
+    with pytest.raises(ValueError, match="add up to m"):
+        Setting(**{**s.__dict__, "shards": (100, 200)})
 
 
 @pytest.fixture(scope="module", params=list(SETTINGS))

@@ -194,10 +194,26 @@ class Setting:
     topk: int = 5
     lambdas: tuple[float, ...] = field(default=tuple(np.geomspace(0.02, 0.9, 8).tolist()))
     seed: int = 0
+    # Shard lengths (summing to m), or None for one shard with m a multiple of B. Blocks are aligned within each
+    # shard, so a shard's last block may be shorter, and blocks are drawn in proportion to their length: the
+    # pipeline's block mode on a real corpus.
+    shards: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        if self.m % self.block:
-            raise ValueError("m must be a multiple of the block size")
+        if self.shards is None and self.m % self.block:
+            raise ValueError("m must be a multiple of the block size (or give the shard lengths)")
+        if self.shards is not None and sum(self.shards) != self.m:
+            raise ValueError("the shard lengths must add up to m")
+
+
+def block_layout(s: Setting) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) of every block: aligned within each shard, a shard's last block possibly shorter."""
+    starts, lengths, offset = [], [], 0
+    for n in s.shards or (s.m,):
+        starts += range(offset, offset + n, s.block)
+        lengths += [min(s.block, n - b) for b in range(0, n, s.block)]
+        offset += n
+    return np.array(starts), np.array(lengths)
 
 
 SETTINGS = {
@@ -260,6 +276,22 @@ SETTINGS = {
         samples=200,
         block=10,
         delta=0.3,
+    ),
+    # Blocks of unequal length: four shards whose lengths are not multiples of B, so every shard ends in a short
+    # block (37, 31, 58 and 34 tokens against 64), drawn in proportion to length; few units.
+    "ragged-V100": Setting(
+        name="ragged-V100",
+        vocab_size=100,
+        order=1,
+        concentration=0.1,
+        temperature=1.2,
+        noise=0.6,
+        alphas=(0.01, 0.1),
+        m=4000,
+        shards=(997, 1503, 250, 1250),
+        samples=60,
+        block=64,
+        delta=0.1,
     ),
 }
 
@@ -374,13 +406,17 @@ def run_setting(
         tables[("topk", s.topk)] = topk_tables(chain, model, s.topk)
     tallies = {meth: _Tally() for meth in methods}
     rng = np.random.default_rng([seed, s.seed])
-    n_blocks = s.m // s.block
+    starts, lengths = block_layout(s)
+    n_blocks = len(starts)
     done = 0
     while done < n_trials:
         c = min(chunk, n_trials - done)
         states, tokens = sample_paths(chain, c, s.m, rng)
         token_idx = rng.integers(0, s.m, size=(c, s.samples))  # uniform positions, with replacement
-        block_idx = rng.integers(0, n_blocks, size=(c, s.samples))  # equal-length blocks: uniform
+        if np.all(lengths == s.block):  # equal-length blocks: uniform
+            block_idx = rng.integers(0, n_blocks, size=(c, s.samples))
+        else:  # in proportion to length, so the mean of the drawn block means estimates the token mean
+            block_idx = rng.choice(n_blocks, size=(c, s.samples), p=lengths / s.m)
         per_method = {meth: ([], [], []) for meth in methods}
         for (kind, _), t in tables.items():
             token_loss = t.loss[states, tokens]
@@ -389,11 +425,11 @@ def run_setting(
             rows = np.arange(c)[:, None]
             units_loss = {
                 "token": token_loss[rows, token_idx],
-                "block": token_loss.reshape(c, n_blocks, s.block).mean(axis=2)[rows, block_idx],
+                "block": (np.add.reduceat(token_loss, starts, axis=1) / lengths)[rows, block_idx],
             }
             units_sq = {
                 "token": token_sq[rows, token_idx],
-                "block": token_sq.reshape(c, n_blocks, s.block).mean(axis=2)[rows, block_idx],
+                "block": (np.add.reduceat(token_sq, starts, axis=1) / lengths)[rows, block_idx],
             }
             n_stats = len(s.alphas) if kind == "loss" else 1
             for meth in methods:
