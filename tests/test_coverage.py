@@ -150,7 +150,7 @@ def test_subsample_ucb_covers_the_exhaustive_mean():
 def test_unequal_blocks_tile_each_shard_and_length_weights_recover_the_token_mean():
     s = SETTINGS["ragged-V100"]
     starts, lengths = block_layout(s)
-    covered = np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths)])
+    covered = np.concatenate([np.arange(a, a + n) for a, n in zip(starts, lengths, strict=True)])
     np.testing.assert_array_equal(covered, np.arange(s.m))  # every token in exactly one block, in order
     shard_ends = np.cumsum(s.shards)
     assert set(starts + lengths) >= set(shard_ends)  # no block crosses a shard boundary
