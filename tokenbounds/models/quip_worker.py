@@ -81,7 +81,12 @@ def load(quip_sharp: Path, model_dir: Path, device: str):
     module_file = Path(inspect.getfile(model_from_hf_path)).resolve()
     if quip_sharp.resolve() not in module_file.parents:
         raise ValueError(f"imported quip-sharp from {module_file}, not from {quip_sharp}")
-    offered = {"use_cuda_graph": False, "use_flash_attn": False, "device_map": "auto" if device == "auto" else device}
+    # A {"": device} map places the whole model on one device in every transformers version quip-sharp has pinned.
+    offered = {
+        "use_cuda_graph": False,
+        "use_flash_attn": False,
+        "device_map": "auto" if device == "auto" else {"": device},
+    }
     accepted = inspect.signature(model_from_hf_path).parameters
     model, base_name = model_from_hf_path(str(model_dir), **{k: v for k, v in offered.items() if k in accepted})
     if device != "auto" and not hasattr(model, "hf_device_map"):  # placed by accelerate already: leave it there
