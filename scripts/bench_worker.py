@@ -4,12 +4,14 @@ The real quip-sharp needs a GPU, so the worker here runs a stand-in checkout who
 and the scorer are identical on both paths, and the difference is the process boundary (ids out, logits back
 through a pipe). Full L-token windows, every position scored, V-wide logits per position.
 
-    python scripts/bench_worker.py --model HF_DIR --data shards/ --context 512 --windows 8
+    python scripts/bench_worker.py --model HF_DIR|FILE.gguf --data shards/ --context 512 --windows 8
+
+A .gguf is dequantized once into a float32 safetensors directory in a temporary folder (the worker's stand-in
+loader reads Hugging Face directories).
 """
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -48,9 +50,25 @@ def stand_in(model_dir: Path, root: Path) -> tuple[Path, Path]:
     return checkout, marked
 
 
+def dense_copy(gguf: Path, root: Path) -> Path:
+    """The GGUF's dequantized weights as a Hugging Face directory (tied head stored once)."""
+    from safetensors.torch import save_file
+
+    model = load_model(gguf).model
+    target = root / "dense"
+    target.mkdir()
+    tied = model.config.tie_word_embeddings
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(state, target / "model.safetensors", metadata={"format": "pt"})
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="a Hugging Face model directory")
+    parser.add_argument("--model", required=True, type=Path, help="a Hugging Face model directory or a .gguf file")
     parser.add_argument("--data", required=True, help="shards from `prepare`")
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--windows", type=int, default=8)
@@ -63,10 +81,11 @@ def main() -> None:
     units = [Unit(w, 1, np.arange(i * L + 1, i * L + L + 1)) for i, w in enumerate(windows)]
     tokens = sum(u.n_targets for u in units)
     with tempfile.TemporaryDirectory() as tmp:
-        checkout, marked = stand_in(args.model, Path(tmp))
+        model_dir = dense_copy(args.model, Path(tmp)) if args.model.suffix == ".gguf" else args.model
+        checkout, marked = stand_in(model_dir, Path(tmp))
         rows = {}
         for name, make in (
-            ("in process", lambda: load_model(args.model)),
+            ("in process", lambda: load_model(model_dir)),
             ("worker process", lambda: QuipSharpModel(marked, checkout, sys.executable, "cpu")),
         ):
             model = make()
@@ -75,9 +94,8 @@ def main() -> None:
             scores = score_units(model, units, max_tokens=args.batch_tokens, progress=False)
             seconds = time.perf_counter() - started
             rows[name] = (tokens / seconds, float(scores.logp.mean()))
+            vocab = model.vocab_size
             del model
-        shutil.rmtree(tmp, ignore_errors=True)
-    vocab = load_model(args.model).vocab_size
     print(f"{tokens} scored positions, context {L}, V = {vocab}, torch threads {torch.get_num_threads()}")
     print("| path | tokens/s | mean log p |\n|---|---:|---:|")
     for name, (rate, logp) in rows.items():

@@ -19,6 +19,8 @@ with code execution allowed). After loading, the model's state must hold exactly
 the architecture does not use, or a parameter the checkpoint lacks (randomly initialised), is refused.
 """
 
+from __future__ import annotations  # quip-sharp's environment may be an older Python than tokenbounds needs
+
 import sys
 from pathlib import Path
 
