@@ -74,6 +74,9 @@ def test_gptq_checkpoint_equals_its_dequantized_twin(tmp_path):
     gptq_dir, twin_dir = write_gptq_and_twin(tmp_path / "dense", tmp_path)
     gptq, twin = load_model(gptq_dir), load_model(twin_dir)
     assert hasattr(gptq.model.model.layers[0].mlp.up_proj, "qweight")  # a GPTQ kernel layer, not a dense one
+    described = gptq.describe()
+    assert described["format"] == "huggingface directory, gptq-quantized"
+    assert described["n_parameters"] == twin.describe()["n_parameters"]  # weights described, not packed integers
     ids = torch.randint(0, 320, (2, 48))
     keep = torch.arange(48)
     expected = twin.logits(ids, keep)

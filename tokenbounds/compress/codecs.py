@@ -52,6 +52,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tokenbounds.architecture import dense_parameter_count
 from tokenbounds.errors import UserError
 
 GPT_SPEC, GPT_FREE = "spec.json", "free_parameters.safetensors"  # a GPT from `tokenbounds train`
@@ -207,24 +208,6 @@ def packed_format(files: Sequence[str | Path]) -> str | None:
             if isinstance(quantization, dict):
                 return str(quantization.get("quant_method", "quantized"))
     return None
-
-
-def architecture_parameter_count(config_path: str | Path) -> int | None:
-    """Parameters of the dense architecture a config.json describes (tied weights once), built on the meta device
-    (no memory, no weights read); None when transformers does not know the architecture."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    try:
-        config = AutoConfig.from_pretrained(Path(config_path).parent, local_files_only=True, trust_remote_code=False)
-        for packed in ("quantization_config", "quip_params"):
-            if hasattr(config, packed):
-                delattr(config, packed)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-    except Exception:  # an architecture transformers cannot build: the count is unknown, the size is not
-        return None
-    return sum(p.numel() for p in model.parameters())
 
 
 def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
@@ -470,7 +453,7 @@ def measure_size(
     packed = packed_format(files)
     if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
         config = next(f for f in files if f.name == "config.json")
-        n_params = architecture_parameter_count(config)
+        n_params = dense_parameter_count(config.parent)
 
     if len(files) == 1:
         stream, fname, total = "file", files[0].name, files[0].stat().st_size

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from tokenbounds.architecture import dense_parameter_count
 from tokenbounds.errors import UserError
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -36,8 +37,9 @@ def check_gguf(path: Path) -> None:
 class HFLogitModel:
     """A transformers causal LM behind the `LogitModel` interface."""
 
-    def __init__(self, model, source: str, fmt: str, dtype: str, device: str = "cpu"):
+    def __init__(self, model, source: str, fmt: str, dtype: str, device: str = "cpu", n_weights: int | None = None):
         self.device = torch.device(device)
+        self.n_weights = n_weights  # packed quantized checkpoints: the weights their architecture has
         self.model = model.eval().to(self.device)
         self.source, self.format, self.dtype = source, fmt, dtype
         head = model.get_output_embeddings()
@@ -56,7 +58,8 @@ class HFLogitModel:
             "source": self.source,
             "format": self.format,
             "architecture": (self.model.config.architectures or [type(self.model).__name__])[0],
-            "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            # A packed format keeps its integers as buffers: count the weights they stand for instead.
+            "n_parameters": self.n_weights or sum(p.numel() for p in self.model.parameters()),
             "vocab_size": self.vocab_size,
             "compute_dtype": self.dtype,
             "device": self.device.type,
@@ -147,7 +150,13 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
     check_loading_info(info, path)
-    return HFLogitModel(model, str(path), "huggingface directory", dtype, device)
+    quantization = getattr(model.config, "quantization_config", None)
+    if quantization is None:
+        return HFLogitModel(model, str(path), "huggingface directory", dtype, device)
+    method = getattr(quantization, "quant_method", None)
+    method = method or (quantization.get("quant_method") if isinstance(quantization, dict) else None) or "packed"
+    fmt = f"huggingface directory, {getattr(method, 'value', method)}-quantized"
+    return HFLogitModel(model, str(path), fmt, dtype, device, n_weights=dense_parameter_count(path))
 
 
 def load_tokenizer(path: str | Path):
