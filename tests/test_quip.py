@@ -115,7 +115,7 @@ def test_not_a_checkout_is_refused(quip_model, tmp_path):
 
 def test_import_failure_is_one_line(quip_model, quip_sharp, monkeypatch):
     monkeypatch.setenv("STAND_IN_FAIL", "1")
-    with pytest.raises(UserError, match="could not load .*quiptools_cuda"):
+    with pytest.raises(UserError, match=r"could not load .*quiptools_cuda.*pass --device cuda\)$"):
         load_any(quip_model, quip_sharp=quip_sharp[0])
 
 
@@ -138,6 +138,12 @@ def test_unused_checkpoint_tensor_is_refused(tiny_gpt2, quip_sharp, tmp_path):
     extra = _quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.update({"transformer.h.0.mlp.Qidxs": torch.zeros(8)}))
     with pytest.raises(UserError, match=r"1 tensor\(s\) not used by the model: transformer.h.0.mlp.Qidxs"):
         load_any(extra, quip_sharp=quip_sharp[0])
+
+
+def test_missing_checkpoint_tensor_is_refused_not_randomly_initialised(tiny_gpt2, quip_sharp, tmp_path):
+    lacking = _quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.pop("transformer.h.1.attn.c_proj.weight"))
+    with pytest.raises(UserError, match=r"1 tensor\(s\) missing from the checkpoint: transformer.h.1.attn.c_proj"):
+        load_any(lacking, quip_sharp=quip_sharp[0])
 
 
 def test_pickled_code_in_bin_checkpoint_is_refused(tiny_gpt2, quip_sharp, tmp_path):
