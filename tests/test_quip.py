@@ -96,6 +96,7 @@ def test_worker_scores_equal_in_process_scores(quip_model, quip_sharp, tiny_gpt2
     assert described["base_model"] == "stand-in/base-model"
     assert described["quip_params"]["codebook"] == "E8P12"
     assert described["compute_dtype"] == "float32" and described["vocab_size"] == model.vocab_size
+    assert described["n_parameters"] == load_model(tiny_gpt2).describe()["n_parameters"]
 
 
 def test_quip_checkpoint_without_quip_sharp_is_refused(quip_model):

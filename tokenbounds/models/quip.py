@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tokenbounds.architecture import dense_parameter_count
 from tokenbounds.errors import UserError
 from tokenbounds.models.quip_worker import receive, send, widen
 
@@ -109,6 +110,7 @@ class QuipSharpModel:
             "format": "QuIP# (decoded and evaluated by quip-sharp in a worker process)",
             "architecture": self.info["architecture"],
             "base_model": self.info["base_model"],
+            "n_parameters": dense_parameter_count(self.path),  # the weights the packed indices stand for
             "n_stored_values": self.info["n_stored_values"],
             "vocab_size": self.vocab_size,
             "compute_dtype": self.info["compute_dtype"],
