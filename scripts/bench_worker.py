@@ -37,8 +37,7 @@ def stand_in(model_dir: Path, root: Path) -> tuple[Path, Path]:
     """A stand-in quip-sharp checkout, and a QuIP#-marked view of `model_dir` (weights linked, not copied)."""
     checkout = root / "quip-sharp"
     (checkout / "lib" / "utils").mkdir(parents=True)
-    for package in ("lib", "lib/utils"):
-        (checkout / package / "__init__.py").write_text("")
+    (checkout / "lib" / "utils" / "__init__.py").write_text("")
     (checkout / "lib" / "utils" / "unsafe_import.py").write_text(STAND_IN)
     marked = root / "model"
     marked.mkdir()

@@ -46,8 +46,7 @@ def quip_sharp(tmp_path_factory):
     """A stand-in quip-sharp checkout, committed to git so the decoder's commit can be recorded."""
     root = tmp_path_factory.mktemp("quip-sharp")
     (root / "lib" / "utils").mkdir(parents=True)
-    (root / "lib" / "__init__.py").write_text("")
-    (root / "lib" / "utils" / "__init__.py").write_text("")
+    (root / "lib" / "utils" / "__init__.py").write_text("")  # like quip-sharp, lib/ itself has no __init__.py
     (root / "lib" / "utils" / "unsafe_import.py").write_text(STAND_IN_LOADER)
     git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
