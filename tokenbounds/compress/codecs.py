@@ -52,7 +52,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokenbounds.architecture import dense_parameter_count
+from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.errors import UserError
 
 GPT_SPEC, GPT_FREE = "spec.json", "free_parameters.safetensors"  # a GPT from `tokenbounds train`
@@ -188,26 +188,6 @@ def count_parameters(files: Sequence[str | Path]) -> int | None:
         else:
             return None
     return total
-
-
-def packed_format(files: Sequence[str | Path]) -> str | None:
-    """The quantization format named by a config.json among `files` ("QuIP#", "gptq", "awq", ...), else None.
-
-    Such checkpoints pack several weights into each stored integer (GPTQ: 8 four-bit codes per int32; QuIP#: E8
-    lattice indices), so their tensor headers count stored values, not the weights they describe.
-    """
-    for f in map(Path, files):
-        if f.name == "config.json":
-            try:
-                config = json.loads(f.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                return None
-            if "quip_params" in config:
-                return "QuIP#"
-            quantization = config.get("quantization_config")
-            if isinstance(quantization, dict):
-                return str(quantization.get("quant_method", "quantized"))
-    return None
 
 
 def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
@@ -450,9 +430,9 @@ def measure_size(
     if not parsed:
         raise UserError("no codec given")
     n_params = n_stored = count_parameters(files)
-    packed = packed_format(files)
+    config = next((f for f in files if f.name == "config.json"), None)
+    packed = packed_format(config.parent) if config is not None else None
     if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
-        config = next(f for f in files if f.name == "config.json")
         n_params = dense_parameter_count(config.parent)
 
     if len(files) == 1:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tokenbounds.architecture import dense_parameter_count
+from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.errors import UserError
 
 COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -150,12 +150,10 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
     check_loading_info(info, path)
-    quantization = getattr(model.config, "quantization_config", None)
-    if quantization is None:
+    packed = packed_format(path)
+    if packed is None:
         return HFLogitModel(model, str(path), "huggingface directory", dtype, device)
-    method = getattr(quantization, "quant_method", None)
-    method = method or (quantization.get("quant_method") if isinstance(quantization, dict) else None) or "packed"
-    fmt = f"huggingface directory, {getattr(method, 'value', method)}-quantized"
+    fmt = f"huggingface directory, {packed}-quantized"
     return HFLogitModel(model, str(path), fmt, dtype, device, n_weights=dense_parameter_count(path))
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tokenbounds.architecture import dense_parameter_count
+from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.errors import UserError
 from tokenbounds.models.quip_worker import receive, send, widen
 
@@ -29,13 +29,7 @@ WORKER = Path(__file__).with_name("quip_worker.py")
 
 def is_quip_checkpoint(path: str | Path) -> bool:
     """A directory whose config.json has `quip_params` (what quip-sharp's own loader looks for)."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        return False
-    try:
-        return "quip_params" in json.loads(config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+    return packed_format(path) == "QuIP#"
 
 
 def _git_commit(directory: Path) -> dict:
@@ -76,6 +70,7 @@ class QuipSharpModel:
         if "error" in self.info:
             _stop(self._worker)
             raise UserError(f"quip-sharp could not load {self.path}: {self.info['error']}{self._hint}")
+        self.n_weights = dense_parameter_count(self.path)  # the weights the packed indices stand for
         self.vocab_size = int(self.info["vocab_size"])
         self.max_positions = self.info["max_positions"]
 
@@ -110,7 +105,7 @@ class QuipSharpModel:
             "format": "QuIP# (decoded and evaluated by quip-sharp in a worker process)",
             "architecture": self.info["architecture"],
             "base_model": self.info["base_model"],
-            "n_parameters": dense_parameter_count(self.path),  # the weights the packed indices stand for
+            "n_parameters": self.n_weights,
             "n_stored_values": self.info["n_stored_values"],
             "vocab_size": self.vocab_size,
             "compute_dtype": self.info["compute_dtype"],

@@ -228,10 +228,9 @@ def eb_bound(
         delta2=delta2,
         ucb=ucb,
     )
-    lam_grid = check_lambda_grid(lambdas)
+    lam_grid, log_term = _check_common(complexity_nats, m, delta_range, delta1, lambdas)
     lam = float(lam_grid[int(best)])
     ratio = float(psi(lam)) / lam
-    log_term = float(complexity_nats) + math.log(lam_grid.size / delta1)
     mean_loss, mean_sq = float(loss.mean()), float(sq.mean())
     mean_z = mean_loss + delta_range * ratio * mean_sq
     return EBBound(
