@@ -190,3 +190,11 @@ def test_float16_logits_travel_exactly(tiny_gpt2, quip_sharp, tmp_path):
     assert got.dtype == torch.float32
     expected = local(input_ids=ids).logits[:, keep].float()
     assert torch.equal(got, expected)
+
+
+def test_missing_quip_python_is_one_line(quip_model, quip_sharp, tiny_corpus, tmp_path, capsys):
+    args = ["bound", "--model", str(quip_model), "--quip-sharp", str(quip_sharp[0])]
+    args += ["--quip-python", str(tmp_path / "no-such-python"), "--data", str(tiny_corpus), "--message-bits", "100"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "could not start the quip-sharp worker" in err and len(err.splitlines()) == 1
