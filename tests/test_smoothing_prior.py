@@ -6,7 +6,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from tokenbounds.stats.prior import choice_bits, complexity_nats
+from tokenbounds.stats.prior import choice_bits, complexity_nats, message_code_bits
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 
 
@@ -41,11 +41,29 @@ def test_alpha_outside_unit_interval_is_refused():
 
 
 def test_complexity_prefix_code_hand_values():
-    # C = 1024 bits: (1024 + 2 * 10) * ln 2; extra bits add linearly.
-    assert complexity_nats(1024) == pytest.approx(1044 * math.log(2))
-    assert complexity_nats(1024, extra_bits=3) == pytest.approx(1047 * math.log(2))
+    # C = 1024 bits: (1024 + 2 * 10 + log2(pi^2/6)) * ln 2; extra bits add linearly. (Before the normaliser the
+    # expected value was 1044 ln 2: a code whose length weights 1/C^2 sum to pi^2/6 > 1, i.e. not a prior.)
+    basel = math.log2(math.pi**2 / 6)
+    assert complexity_nats(1024) == pytest.approx((1044 + basel) * math.log(2))
+    assert complexity_nats(1024, extra_bits=3) == pytest.approx((1047 + basel) * math.log(2))
+    assert complexity_nats(1023.2) == complexity_nats(1024)  # a fractional length rounds up to whole bits
     assert choice_bits(8) == 3.0
     with pytest.raises(ValueError):
         complexity_nats(0)
     with pytest.raises(ValueError):
         complexity_nats(10, extra_bits=-1)
+    with pytest.raises(ValueError):
+        complexity_nats(float("inf"))
+
+
+def test_prior_is_a_probability_over_every_length():
+    """Kraft: the 2^C messages of each length C >= 1, each with mass 2^-(code bits), sum to at most 1 in all."""
+    lengths = np.arange(1, 200_001, dtype=np.float64)
+    code_bits = np.array([message_code_bits(c) for c in lengths[:50]])
+    # 2^C messages of C bits, each of mass 2^-code_bits(C): total mass of length C is 2^(C - code_bits(C))
+    mass_head = np.sum(2.0 ** (lengths[:50] - code_bits))
+    mass_tail = np.sum(6 / math.pi**2 / lengths[50:] ** 2)  # the same closed form, 2^-(2 log2 C) = 1/C^2
+    assert mass_head + mass_tail <= 1.0
+    assert mass_head + mass_tail > 1.0 - 1e-5  # and nothing is wasted: the code is complete
+    # Without log2(pi^2/6) the first two lengths alone already hold 1 + 1/4 of mass: not a prior.
+    assert sum(2.0 ** (c - (c + 2 * math.log2(c))) for c in (1, 2)) > 1.0

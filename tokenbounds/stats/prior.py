@@ -1,27 +1,43 @@
 """The prior: message length of the hypothesis, turned into log 1/P(h) in nats.
 
-A hypothesis described by a C-bit message under a code fixed before seeing the data gets, through a
-prefix-free code for the length followed by the message itself (Lotfi et al. 2024, eq. 2),
+A hypothesis is described by a message of C whole bits (C >= 1) under a code fixed before seeing the data. The
+prior first codes the length C, with weight w(C) = 6 / (pi^2 C^2), then the message itself, uniformly among the 2^C
+strings of that length:
 
-    log 1/P(h) <= (C + 2 * log2 C) * ln 2      nats.
+    P(h) = w(C) 2^-C,    sum over all messages = sum_{C>=1} 2^C w(C) 2^-C = (6/pi^2) sum_{C>=1} 1/C^2 = 1
 
-Every choice made after seeing the data among K options (which codec, which quantization level, a
-hyper-parameter grid) is paid for with a uniform prior over the options: extra_bits = log2 K, i.e.
-ln K more nats.
+(the Basel sum), so the prior is a valid probability for every length the CLI accepts, and
+
+    log2 1/P(h) = C + 2 log2 C + log2(pi^2 / 6)      (log2(pi^2/6) = 0.7237 bits).
+
+Without the last term the weights 1/C^2 of Lotfi et al. (2024, eq. 2) sum to pi^2/6 > 1 over whole-bit lengths:
+not a prior. A fractional C (`--message-bits 1234.5`) is rounded up to ceil(C) whole bits, the shortest whole-bit
+message it can stand for.
+
+Every choice made after seeing the data among K options (which codec, which quantization level, a hyper-parameter
+grid) is paid for with a uniform prior over the options: extra_bits = log2 K, i.e. ln K more nats. A choice that
+could have seen the subsample (the bound's sampled units) must also pay in the subsampling term (its delta divided
+by K); the pipeline's delta split does that for the choices the prior says could have (`data_choice_bits`).
 """
 
 import math
 
+LENGTH_CODE_NORMALISER_BITS = math.log2(math.pi**2 / 6.0)
+
+
+def message_code_bits(message_bits: float) -> float:
+    """log2 1/P(h) of a C-bit message under the length-prefixed code above: C + 2 log2 C + log2(pi^2/6), C whole."""
+    if not (message_bits > 0 and math.isfinite(message_bits)):
+        raise ValueError(f"message bits must be a finite number > 0, got {message_bits}")
+    c = math.ceil(message_bits)
+    return c + 2.0 * math.log2(c) + LENGTH_CODE_NORMALISER_BITS
+
 
 def complexity_nats(message_bits: float, extra_bits: float = 0.0) -> float:
     """log 1/P(h) in nats for a message of `message_bits` bits plus `extra_bits` bits of choices."""
-    if not message_bits > 0:
-        raise ValueError(f"message bits must be > 0, got {message_bits}")
-    if extra_bits < 0:
-        raise ValueError(f"extra bits must be >= 0, got {extra_bits}")
-    c = float(message_bits)
-    # C + 2 log2 C is the prefix code length; for C < 1 the log term would be negative, so pay at least C.
-    return (c + 2.0 * max(math.log2(c), 0.0) + float(extra_bits)) * math.log(2.0)
+    if not (extra_bits >= 0 and math.isfinite(extra_bits)):
+        raise ValueError(f"extra bits must be finite and >= 0, got {extra_bits}")
+    return (message_code_bits(message_bits) + float(extra_bits)) * math.log(2.0)
 
 
 def choice_bits(n_options: int) -> float:
