@@ -142,18 +142,35 @@ def _prior(req: BoundRequest, manifest: dict | None) -> tuple[float, float, dict
     """(message bits, extra bits, record of where they came from), fixed before any token is scored.
 
     A quantized directory (its manifest already verified by `load_quantized`: message, config and weights agree)
-    prices itself unless the user gives --message-bits. Extra bits the prior requires (log2 of the codecs
-    tried, or of the quantization configurations declared) are added to the user's --extra-bits.
+    prices itself. `--message-bits` for such a directory may only claim a message at least as long as its own
+    verified one (a shorter claim is a description nobody has shown to exist), and never drops the extra bits the
+    manifest requires. Extra bits the prior requires (log2 of the codecs tried, or of the quantization
+    configurations declared) are added to the user's --extra-bits.
+
+    The record's `data_choice_bits` counts the bits of choices that could have seen the data, the bound's
+    subsample included: the user's --extra-bits and a manifest's configurations tried. The delta split divides the
+    subsampling term's delta by 2^data_choice_bits for them. The choice among codecs is not counted there: it
+    looks only at the checkpoint's compressed sizes, which do not depend on the data.
     """
-    if req.message_bits is not None:
-        return float(req.message_bits), req.extra_bits, {"source": "--message-bits"}
     if manifest is not None:
         bits, info = quantized_message_bits(req.model, manifest)
-    elif req.checkpoint_size:
+        if req.message_bits is not None:
+            if req.message_bits < bits:
+                raise UserError(
+                    f"--message-bits {req.message_bits:g} is shorter than this quantized directory's own verified "
+                    f"message ({bits:,.0f} bits); give at least that, or leave --message-bits out"
+                )
+            info = {**info, "source": "--message-bits (checked against the quantized message)", "verified_bits": bits}
+            bits = float(req.message_bits)
+        required = info["required_extra_bits"]
+        return bits, req.extra_bits + required, {**info, "data_choice_bits": req.extra_bits + required}
+    if req.message_bits is not None:
+        return float(req.message_bits), req.extra_bits, {"source": "--message-bits", "data_choice_bits": req.extra_bits}
+    if req.checkpoint_size:
         bits, info = checkpoint_message_bits(req.model, progress=req.progress, codecs=req.codecs)
     else:
         raise UserError("give the prior: --message-bits N, or --checkpoint-size to price the checkpoint file(s)")
-    return bits, req.extra_bits + info["required_extra_bits"], info
+    return bits, req.extra_bits + info["required_extra_bits"], {**info, "data_choice_bits": req.extra_bits}
 
 
 @dataclass
