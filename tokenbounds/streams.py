@@ -16,6 +16,8 @@ import hashlib
 
 import numpy as np
 
+from tokenbounds.errors import UserError
+
 TRAIN_WINDOWS = "train/windows"  # the trainer's batches
 TRAIN_EVAL = "train/eval-windows"  # the trainer's held-out evaluation windows
 TRAIN_TORCH = "train/torch"  # dropout and anything else torch draws while training
@@ -30,11 +32,18 @@ def _tag(purpose: str) -> int:
     return int.from_bytes(hashlib.sha256(purpose.encode()).digest()[:8], "little") | (1 << 63)
 
 
+def check_seed(seed) -> int:
+    """`seed` as an int; UserError unless it is an integer >= 0 (a float or bool would silently truncate)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise UserError(f"--seed must be an integer >= 0, got {seed!r}")
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, got {seed}")
+    return int(seed)
+
+
 def seed_sequence(seed: int, purpose: str) -> np.random.SeedSequence:
     """The SeedSequence of `purpose` under the user's `seed` (an integer >= 0)."""
-    seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"seeds must be >= 0, got {seed}")
+    seed = check_seed(seed)
     tag = _tag(purpose)
     return np.random.SeedSequence([tag & 0xFFFFFFFF, tag >> 32, seed])
 

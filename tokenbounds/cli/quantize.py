@@ -4,6 +4,7 @@ import argparse
 
 from tokenbounds.compress.model import quantize_model
 from tokenbounds.errors import UserError
+from tokenbounds.streams import check_seed
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -62,7 +63,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate of the centroids (default: %(default)s)")
     p.add_argument("--qat-batch", type=int, default=8, help="windows per QAT step (default: %(default)s)")
     p.add_argument("--qat-length", type=int, default=128, help="tokens per QAT window (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the QAT windows (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the QAT windows; they come from their own stream of it, independent of the trainer's and the "
+        "bound's with the same seed (default: %(default)s)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist or be empty)")
     p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     return p
@@ -71,6 +78,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.data and not args.qat_steps:
         raise UserError("--data is only used with --qat-steps")
+    check_seed(args.seed)  # before loading the model
     m = quantize_model(
         args.model,
         args.out,

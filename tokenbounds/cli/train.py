@@ -134,7 +134,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         help=f"steps between checkpoints (default {DEFAULTS['checkpoint_every']}; the last step always saves)",
     )
-    t.add_argument("--seed", type=int, help="seed of the data order and dropout (default 0)")
+    t.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the data order, the evaluation windows and dropout, each from its own stream of it, independent "
+        "of the units `bound --seed` draws with the same seed (default 0)",
+    )
     t.add_argument(
         "--bf16",
         action="store_const",

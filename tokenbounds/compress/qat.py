@@ -8,6 +8,9 @@ frequency table recounted), so the message keeps its invariants and the frequenc
 The refined model is the one the message describes and the one bounded; the extra configurations tried (levels,
 k-means, steps) are paid through the manifest's extra_bits (`--configs-tried`).
 
+The windows come from the QAT_WINDOWS stream of `seed` (tokenbounds.streams), never `default_rng(seed)`: a bound
+with the same seed draws its units from another stream, independent of these windows (they shape the hypothesis).
+
 Because the assignments are fixed, the gradient of a centroid is the sum of the gradients of the weights that use it
 (exact, no straight-through approximation needed).
 """
@@ -16,6 +19,7 @@ import numpy as np
 
 from tokenbounds.compress.quantize import F16_MAX, Group, QuantizedState
 from tokenbounds.errors import UserError
+from tokenbounds.streams import QAT_WINDOWS, check_seed, describe, stream
 
 
 def _nearest(values, codebook):
@@ -60,13 +64,14 @@ def refine_codebooks(
 
     if steps < 1 or batch_size < 1 or length < 1 or not lr > 0:
         raise UserError("QAT needs steps, batch size and length >= 1 and a positive learning rate")
+    check_seed(seed)
     names = set(module.state_dict())
     unknown = [e.name for e in state.entries if e.name not in names]
     if unknown:
         raise UserError(f"QAT: tensors {unknown[:3]} are not in the model's state dict; cannot refine")
     with torch.no_grad():  # the logits' width, whatever the model class
         vocab = _logits(module(torch.zeros(1, 1, dtype=torch.long))).shape[-1]
-    rng = np.random.default_rng(seed)
+    rng = stream(seed, QAT_WINDOWS)  # the evaluation batch, then one batch per step
     eval_batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
     if int(eval_batch.max()) >= vocab:
         raise UserError(f"QAT data holds token ids >= the model's vocabulary ({vocab})")
@@ -151,6 +156,7 @@ def refine_codebooks(
         "batch_size": batch_size,
         "length": length,
         "seed": seed,
+        "random_stream": describe(seed, QAT_WINDOWS),
         "train_loss_first": float(np.mean(losses[:k])),
         "train_loss_last": float(np.mean(losses[-k:])),
         "eval_batch_loss_before_nats": before,

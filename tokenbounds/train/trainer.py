@@ -4,10 +4,14 @@ Output directory (a checkpoint is always complete: every file is written to a te
   spec.json                      the hypothesis' spec (architecture, parametrization, seeds)
   free_parameters.safetensors    the trained free parameters only (what quantization codes and `bound` loads)
   optimizer.pt                   AdamW state and the torch RNG state (tensors only: loads with weights_only=True)
-  train_state.json               training config, step, data RNG state, corpus identity, evaluation history
+  train_state.json               training config, step, data RNG state, random streams, corpus identity, history
 
 Deterministic: the same spec, config and corpus give the same free parameters, bit for bit on one machine and
 thread count, and a run resumed from any checkpoint continues exactly as if it had not stopped.
+
+Randomness: the training windows, the evaluation windows and torch (dropout) each draw from their own stream,
+derived from `seed` and a purpose tag (tokenbounds.streams), never from `default_rng(seed)`: a bound run with the
+same seed draws from yet another stream, so its units are independent of the windows the hypothesis was fitted on.
 """
 
 import json
@@ -35,10 +39,10 @@ from tokenbounds.models.parametrization import (
     message_contents,
     spec_bytes,
 )
+from tokenbounds.streams import TRAIN_EVAL, TRAIN_TORCH, TRAIN_WINDOWS, check_seed, describe, stream, torch_seed
 
 STATE_FILE = "train_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
-EVAL_SEED_OFFSET = 0x5EED  # the held-out windows come from their own stream, never the training one
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class TrainConfig:
             raise UserError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise UserError("weight decay and gradient clip must be >= 0")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +117,20 @@ class TrainResult:
     train_loss: float  # nats/token, mean over the last logging window
     val_loss: float | None  # nats/token on the held-out windows, at the last evaluation
     history: list
+
+
+def random_streams(seed: int) -> dict:
+    """The trainer's streams, as train_state.json records them (enough to re-create each one exactly)."""
+    torch_stream = {
+        **describe(seed, TRAIN_TORCH),
+        "generator": "torch.manual_seed",
+        "torch_seed": torch_seed(seed, TRAIN_TORCH),
+    }
+    return {
+        "windows": describe(seed, TRAIN_WINDOWS),
+        "eval_windows": describe(seed, TRAIN_EVAL),
+        "torch": torch_stream,
+    }
 
 
 def _corpus_identity(corpus: Corpus) -> dict:
@@ -164,6 +183,12 @@ def _check_resumable(out: Path, spec: dict, cfg: TrainConfig, corpus: Corpus) ->
         raise UserError(f"cannot resume: the training config differs from the checkpoint's ({'; '.join(diffs)})")
     if saved["corpus"] != _corpus_identity(corpus):
         raise UserError(f"cannot resume: the checkpoint was trained on other data ({saved['corpus']})")
+    if saved.get("random_streams") != random_streams(cfg.seed):
+        # An older checkpoint drew its windows from default_rng(seed): continuing it would mix two derivations.
+        raise UserError(
+            f"cannot resume: the checkpoint in {out} was written with other random streams (an older tokenbounds); "
+            "start a new run"
+        )
     return saved
 
 
@@ -216,7 +241,7 @@ def train(
             eval_source,
             cfg.eval_batches * cfg.batch_size,
             context + 1,
-            np.random.default_rng(cfg.seed + EVAL_SEED_OFFSET),
+            stream(cfg.seed, TRAIN_EVAL),
         )
     )
     eval_name = "val" if val_corpus is not None else "train (no --val given)"
@@ -229,8 +254,8 @@ def train(
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
     )
-    rng = np.random.default_rng(cfg.seed)
-    torch.manual_seed(cfg.seed)  # dropout's stream
+    rng = stream(cfg.seed, TRAIN_WINDOWS)
+    torch.manual_seed(torch_seed(cfg.seed, TRAIN_TORCH))  # dropout's stream
     history: list = []
     step, tokens, seconds = 0, 0, 0.0
     window_loss, window_steps = 0.0, 0  # training loss summed since the last evaluation
@@ -253,6 +278,7 @@ def train(
         log("note: this CPU has no native bfloat16 (AVX512-BF16 / AMX): --bf16 is correct here but likely slower")
 
     base_state = {**(extra_state or {}), "config": cfg.to_dict(), "corpus": _corpus_identity(corpus)}
+    base_state["random_streams"] = random_streams(cfg.seed)
 
     model.train()
     val_loss = history[-1]["val_loss"] if history else None
