@@ -3,13 +3,22 @@
 For each target y predicted from logits z (float32, whatever the compute dtype):
 
     log p(y)  = z_y - logsumexp(z)                          (natural log)
-    rank(y)   = #{v : z_v > z_y}                            (0 = the model's top token; no full sort)
+    rank(y)   = #{v : z_v >= z_y} - 1                       (0 = the model's top token alone; no full sort)
     H_alpha   = -sum_v q_v log2 q_v,  q = (1 - alpha) softmax(z) + alpha / V   (bits, per requested alpha)
     outside_k = 1 - (mass of the k most probable tokens)    (per requested k; torch.topk, not a sort)
 
 Units are scored in batches sorted by length and right-padded: the model is causal, so padding after a
 row's last real token cannot change that row's outputs, and no attention mask is needed. Logits are only
 computed at the positions that predict a target.
+
+The rank counts ties against the model (the rule of `tokenbounds.stats.topk`, which the coverage simulation
+applies too): constant logits give rank V - 1, never a top-1 hit.
+
+Nothing non-finite reaches the statistics. Every input id (context and target) is checked against the model's
+vocabulary before the forward pass, and a NaN or +inf logit, or a row whose logits are all -inf, is refused with
+the corpus position it predicts. The logit check costs nothing extra: logsumexp over a row is finite exactly when
+the row holds no NaN or +inf and at least one finite value, and the scorer computes it anyway. A -inf logit
+alone is a legal p = 0 (smoothing gives it alpha / V).
 """
 
 import math
@@ -21,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokenbounds.data.units import Unit
+from tokenbounds.errors import UserError
 from tokenbounds.models.base import LogitModel
 
 
@@ -46,6 +56,7 @@ def _target_stats(
     """Statistics of (N, V) float32 logits for N targets, computed a few rows at a time (memory-bound otherwise)."""
     n, vocab = logits.shape
     logp = torch.empty(n, dtype=torch.float32, device=logits.device)
+    lse_all = torch.empty(n, dtype=torch.float32, device=logits.device)  # kept to check the rows afterwards
     rank = torch.empty(n, dtype=torch.int64, device=logits.device)
     entropies = torch.empty(n, len(alphas), device=logits.device) if alphas else None
     outside = torch.empty(n, len(ks), device=logits.device) if ks else None
@@ -54,9 +65,11 @@ def _target_stats(
         rows = slice(start, start + ROW_CHUNK)
         z = logits[rows]
         lse = torch.logsumexp(z, dim=-1)
+        lse_all[rows] = lse
         target_logit = z.gather(1, targets[rows, None])[:, 0]
         logp[rows] = target_logit - lse
-        rank[rows] = (z > target_logit[:, None]).sum(dim=-1)
+        # Ties count against the model (stats/topk.py): the target itself is the one v with z_v >= z_y not counted.
+        rank[rows] = (z >= target_logit[:, None]).sum(dim=-1) - 1
         if not (alphas or ks):
             continue
         probs = (z - lse[:, None]).exp()
@@ -69,7 +82,55 @@ def _target_stats(
         if ks:
             top = torch.topk(probs, top_k, dim=-1, sorted=True).values.cumsum(dim=-1)
             outside[rows] = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
+    _check_rows(logits, lse_all)
     return logp, rank, entropies, outside
+
+
+class NonFiniteLogits(Exception):
+    """Row `row` of a unit's logits holds NaN or +inf, or only -inf; the scorer turns it into a UserError."""
+
+    def __init__(self, row: int, what: str):
+        super().__init__(row, what)
+        self.row, self.what = row, what
+
+
+def _check_rows(logits: torch.Tensor, lse: torch.Tensor) -> None:
+    """Refuse non-finite rows: one check of the (N,) logsumexps, and a look at the first bad row only if any."""
+    bad = ~torch.isfinite(lse)
+    if not bool(bad.any()):
+        return
+    row = int(bad.nonzero()[0, 0])
+    z = logits[row]
+    if bool(torch.isnan(z).any()):
+        what = "a NaN logit"
+    elif bool((z == math.inf).any()):
+        what = "a +inf logit"
+    elif bool((z == -math.inf).all()):
+        what = "only -inf logits (no token has positive probability)"
+    else:  # finite logits whose logsumexp overflows float32
+        what = f"logits too large for float32 (max {float(z.max()):.3g})"
+    raise NonFiniteLogits(row, what)
+
+
+def _check_ids(tokens: np.ndarray, rows: list[Unit], vocab: int) -> None:
+    """Refuse any id outside [0, V) among a batch's tokens (B, T+1: inputs and targets), naming where it was read."""
+    if int(tokens.max()) < vocab and int(tokens.min()) >= 0:
+        return
+    found = []  # (corpus position, id, where) of every offending token; only built when there is one
+    for r, j in np.argwhere((tokens < 0) | (tokens >= vocab)).tolist():
+        u = rows[r]
+        if j >= u.first:
+            position = int(u.positions[j - u.first])
+            where = f"target at corpus position {position}"
+        else:  # a unit's window is contiguous in the corpus up to its targets: context token j lies first - j before
+            position = int(u.positions[0]) - (u.first - j)
+            where = f"corpus position {position} (context of the target at {int(u.positions[0])})"
+        found.append((position, int(tokens[r, j]), where))
+    _, token, where = min(found)
+    raise UserError(
+        f"token id {token} at {where} is outside the model's vocabulary of {vocab} ids: "
+        "the corpus holds an id the model cannot read (was a shard edited after `prepare`?)"
+    )
 
 
 def _batches(units: list[Unit], max_tokens: int, max_rows: int) -> Iterator[list[int]]:
@@ -105,6 +166,8 @@ def score_units(
 ) -> Scores:
     """Score every target of every unit. Units are consumed in buffers, so an iterator may be huge."""
     alphas, ks = list(alphas or []), list(ks or [])
+    if not 0 <= pad_id < model.vocab_size:
+        raise UserError(f"padding id {pad_id} is outside the model's vocabulary of {model.vocab_size} ids")
     device = getattr(model, "device", torch.device("cpu"))
     max_logit_rows = max(1, logit_bytes // (4 * model.vocab_size))  # float32 logits held at once, about
     out: dict[str, list] = {"logp": [], "rank": [], "unit": [], "positions": [], "entropy": [], "outside": []}
@@ -119,18 +182,26 @@ def score_units(
             rows = [buffer[i] for i in batch]
             length = max(len(u.tokens) - 1 for u in rows)
             lo = min(u.first for u in rows) - 1
-            ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+            tokens = np.full((len(rows), length + 1), pad_id, dtype=np.int64)
             for r, u in enumerate(rows):
-                ids[r, : len(u.tokens) - 1] = torch.from_numpy(u.tokens[:-1])
+                tokens[r, : len(u.tokens)] = u.tokens
+            _check_ids(tokens, rows, model.vocab_size)  # every id read, context and target, one max and min
+            ids = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
             keep = torch.arange(lo, length, device=device)
             with torch.inference_mode():
                 logits = model.logits(ids.to(device), keep)
                 for r, u in enumerate(rows):
                     sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
                     targets = torch.from_numpy(u.tokens[u.first :]).to(device)
-                    results[batch[r]] = tuple(
-                        None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks)
-                    )
+                    try:
+                        stats = _target_stats(sel, targets, alphas, ks)
+                    except NonFiniteLogits as bad:
+                        raise UserError(
+                            f"the model's logits predicting corpus position {int(u.positions[bad.row])} hold "
+                            f"{bad.what}: refusing to bound a model with non-finite outputs "
+                            "(fp16 overflow? a corrupt checkpoint?)"
+                        ) from None
+                    results[batch[r]] = tuple(None if t is None else t.cpu().numpy() for t in stats)
             bar.update(sum(u.n_targets for u in rows))
             input_tokens += sum(len(u.tokens) - 1 for u in rows)
         for i, unit in enumerate(buffer):
