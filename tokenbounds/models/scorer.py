@@ -121,10 +121,10 @@ def _check_ids(tokens: np.ndarray, rows: list[Unit], vocab: int) -> None:
         u = rows[r]
         if j >= u.first:
             position = int(u.positions[j - u.first])
-            where = f"target at corpus position {position}"
+            where = f"corpus position {position} (a target)"
         else:  # a unit's window is contiguous in the corpus up to its targets: context token j lies first - j before
             position = int(u.positions[0]) - (u.first - j)
-            where = f"corpus position {position} (context of the target at {int(u.positions[0])})"
+            where = f"corpus position {position} (in the context of the target at {int(u.positions[0])})"
         found.append((position, int(tokens[r, j]), where))
     _, token, where = min(found)
     raise UserError(
