@@ -16,9 +16,9 @@ applies too): constant logits give rank V - 1, never a top-1 hit.
 
 Nothing non-finite reaches the statistics. Every input id (context and target) is checked against the model's
 vocabulary before the forward pass, and a NaN or +inf logit, or a row whose logits are all -inf, is refused with
-the corpus position it predicts. The logit check costs nothing extra: logsumexp over a row is finite exactly when
-the row holds no NaN or +inf and at least one finite value, and the scorer computes it anyway. A -inf logit
-alone is a legal p = 0 (smoothing gives it alpha / V).
+the corpus position it predicts. The logit check costs one isfinite over the log-probabilities already on the
+host: log p = z_y - logsumexp(z) is finite only when the row holds no NaN or +inf and some finite value, so only
+rows with a non-finite log p are looked at. A -inf logit alone is a legal p = 0 (smoothing gives it alpha / V).
 """
 
 import math
@@ -56,7 +56,6 @@ def _target_stats(
     """Statistics of (N, V) float32 logits for N targets, computed a few rows at a time (memory-bound otherwise)."""
     n, vocab = logits.shape
     logp = torch.empty(n, dtype=torch.float32, device=logits.device)
-    lse_all = torch.empty(n, dtype=torch.float32, device=logits.device)  # kept to check the rows afterwards
     rank = torch.empty(n, dtype=torch.int64, device=logits.device)
     entropies = torch.empty(n, len(alphas), device=logits.device) if alphas else None
     outside = torch.empty(n, len(ks), device=logits.device) if ks else None
@@ -65,7 +64,6 @@ def _target_stats(
         rows = slice(start, start + ROW_CHUNK)
         z = logits[rows]
         lse = torch.logsumexp(z, dim=-1)
-        lse_all[rows] = lse
         target_logit = z.gather(1, targets[rows, None])[:, 0]
         logp[rows] = target_logit - lse
         # Ties count against the model (stats/topk.py): the target itself is the one v with z_v >= z_y not counted.
@@ -82,34 +80,29 @@ def _target_stats(
         if ks:
             top = torch.topk(probs, top_k, dim=-1, sorted=True).values.cumsum(dim=-1)
             outside[rows] = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
-    _check_rows(logits, lse_all)
     return logp, rank, entropies, outside
 
 
-class NonFiniteLogits(Exception):
-    """Row `row` of a unit's logits holds NaN or +inf, or only -inf; the scorer turns it into a UserError."""
+def _nonfinite_row(logits: torch.Tensor, logp: np.ndarray) -> tuple[int, str] | None:
+    """(row, what) of the first row of (N, V) logits that holds NaN or +inf or only -inf, else None.
 
-    def __init__(self, row: int, what: str):
-        super().__init__(row, what)
-        self.row, self.what = row, what
-
-
-def _check_rows(logits: torch.Tensor, lse: torch.Tensor) -> None:
-    """Refuse non-finite rows: one check of the (N,) logsumexps, and a look at the first bad row only if any."""
-    bad = ~torch.isfinite(lse)
-    if not bool(bad.any()):
-        return
-    row = int(bad.nonzero()[0, 0])
-    z = logits[row]
-    if bool(torch.isnan(z).any()):
-        what = "a NaN logit"
-    elif bool((z == math.inf).any()):
-        what = "a +inf logit"
-    elif bool((z == -math.inf).all()):
-        what = "only -inf logits (no token has positive probability)"
-    else:  # finite logits whose logsumexp overflows float32
-        what = f"logits too large for float32 (max {float(z.max()):.3g})"
-    raise NonFiniteLogits(row, what)
+    log p = z_y - logsumexp(z) is finite exactly when the row is sound and p(y) > 0, so the usual case costs one
+    isfinite over the N log-probabilities already on the host; rows with log p = -inf or NaN are looked at one by
+    one (log p = -inf with a finite logsumexp is a legal p = 0).
+    """
+    if np.isfinite(logp).all():
+        return None
+    for row in np.flatnonzero(~np.isfinite(logp)).tolist():
+        z = logits[row]
+        if bool(torch.isnan(z).any()):
+            return row, "a NaN logit"
+        if bool((z == math.inf).any()):
+            return row, "a +inf logit"
+        if bool((z == -math.inf).all()):
+            return row, "only -inf logits (no token has positive probability)"
+        if not math.isfinite(float(torch.logsumexp(z, dim=-1))):  # finite logits whose logsumexp overflows
+            return row, f"logits too large for float32 (max {float(z.max()):.3g})"
+    return None
 
 
 def _check_ids(tokens: np.ndarray, rows: list[Unit], vocab: int) -> None:
@@ -193,15 +186,17 @@ def score_units(
                 for r, u in enumerate(rows):
                     sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
                     targets = torch.from_numpy(u.tokens[u.first :]).to(device)
-                    try:
-                        stats = _target_stats(sel, targets, alphas, ks)
-                    except NonFiniteLogits as bad:
+                    stats = tuple(
+                        None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks)
+                    )
+                    bad = _nonfinite_row(sel, stats[0])
+                    if bad is not None:
                         raise UserError(
-                            f"the model's logits predicting corpus position {int(u.positions[bad.row])} hold "
-                            f"{bad.what}: refusing to bound a model with non-finite outputs "
+                            f"the model's logits predicting corpus position {int(u.positions[bad[0]])} hold "
+                            f"{bad[1]}: refusing to bound a model with non-finite outputs "
                             "(fp16 overflow? a corrupt checkpoint?)"
-                        ) from None
-                    results[batch[r]] = tuple(None if t is None else t.cpu().numpy() for t in stats)
+                        )
+                    results[batch[r]] = stats
             bar.update(sum(u.n_targets for u in rows))
             input_tokens += sum(len(u.tokens) - 1 for u in rows)
         for i, unit in enumerate(buffer):
