@@ -216,3 +216,12 @@ def test_torch_reference_for_table_model():
     table = np.random.default_rng(0).normal(size=(V, V))
     out = TableModel(table).logits(torch.tensor([[1, 2, 3]]), torch.tensor([0, 2]))
     assert torch.equal(out[0], torch.as_tensor(table[[1, 3]], dtype=torch.float32))
+
+
+def test_a_raw_file_is_scanned_whole_at_open(tmp_path):
+    raw = tmp_path / "x.bin"
+    np.array([1, 2, 299, 4], dtype="<u2").tofile(raw)
+    corpus = open_corpus(raw, "uint16", eot=299)
+    assert not corpus.verification()["whole_corpus_verified"]
+    corpus.check_vocab(VOCAB)  # no meta.json: its max id is found by reading every token
+    assert corpus.verification()["whole_corpus_verified"]
