@@ -46,6 +46,10 @@ def test_prepare_txt_and_jsonl(tiny_tokenizer, tmp_path, capsys):
     assert [s["documents"] for s in meta["sources"]] == [1, 2]
     assert meta["sources"][0]["sha256"] == file_sha256(txt)
     assert meta["max_token_id"] == max(expected)
+    # per shard, for `Corpus.verify`: its sha256 (of the bytes as written) and its largest id
+    for entry, shard in zip(meta["shards"], corpus.shards, strict=True):
+        assert entry["sha256"] == file_sha256(out / entry["file"]) and entry["max_token_id"] == int(np.max(shard))
+    assert open_corpus(out).verify(len(tok), progress=False)["whole_corpus_verified"]
 
 
 def test_uint32_for_large_vocabularies():

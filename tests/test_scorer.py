@@ -11,13 +11,17 @@ from tokenbounds.models.scorer import score_units
 
 
 def plain_scores(hf_model, unit):
-    """Reference: full logits of the unpadded unit, log_softmax in float64, rank by counting."""
+    """Reference: full logits of the unpadded unit, log_softmax in float64, rank by counting.
+
+    The rank counts ties against the model (stats/topk.py): #{v : z_v >= z_y} - 1. This reference used to count
+    #{v : z_v > z_y}, which encoded the defect of issue 9 (a tie turned a miss into a hit).
+    """
     with torch.no_grad():
         logits = hf_model(torch.from_numpy(unit.tokens[None, :-1])).logits[0].double()
     rows = logits[unit.first - 1 :]
     targets = torch.from_numpy(unit.tokens[unit.first :])
     logp = torch.log_softmax(rows, -1).gather(1, targets[:, None])[:, 0]
-    rank = torch.tensor([(row > row[t]).sum() for row, t in zip(rows, targets, strict=True)])
+    rank = torch.tensor([(row >= row[t]).sum() - 1 for row, t in zip(rows, targets, strict=True)])
     return logp.numpy(), rank.numpy(), torch.softmax(rows, -1).numpy()
 
 

@@ -5,11 +5,13 @@ corpus reads doc_1 eot doc_2 eot ... A .txt file is one document; a .jsonl file 
 line, in the field named by `text_key`. Either may be compressed (.xz, .gz, .bz2; read as a stream).
 Text is read in pieces of about `PIECE_CHARS` characters cut after a newline, so a huge file never sits in
 memory whole (the cut can only change tokens that would straddle that newline, which byte-level BPE
-pre-tokenizers split off anyway). Shards are written as they fill.
+pre-tokenizers split off anyway). Shards are written as they fill, each with its sha256 and largest id recorded
+in meta.json as it is written (no second read), so `Corpus.verify` can later tell a shard edited since.
 """
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
 import shutil
@@ -76,29 +78,36 @@ class ShardWriter:
         self.out, self.dtype, self.shard_tokens = out, DTYPES[dtype], shard_tokens
         self.entries: list[dict] = []
         self.handle = None
+        self.digest = None  # sha256 of the open shard's bytes so far
         self.count = 0
         self.max_id = 0
 
     def _open(self):
         name = f"shard_{len(self.entries):05d}.bin"
-        self.entries.append({"file": name, "tokens": 0})
+        self.entries.append({"file": name, "tokens": 0, "max_token_id": 0})
         self.handle = open(self.out / name, "wb")
+        self.digest = hashlib.sha256()
         self.count = 0
 
     def write_document(self, ids: np.ndarray) -> None:
         if self.handle is None or self.count >= self.shard_tokens:
             self.close()
             self._open()
+        entry = self.entries[-1]
         if len(ids):
-            self.max_id = max(self.max_id, int(ids.max()))
-        self.handle.write(ids.astype(self.dtype).tobytes())
+            entry["max_token_id"] = max(entry["max_token_id"], int(ids.max()))
+            self.max_id = max(self.max_id, entry["max_token_id"])
+        data = ids.astype(self.dtype).tobytes()
+        self.handle.write(data)
+        self.digest.update(data)
         self.count += len(ids)
-        self.entries[-1]["tokens"] = self.count
+        entry["tokens"] = self.count
 
     def close(self):
         if self.handle is not None:
             self.handle.close()
             self.handle = None
+            self.entries[-1]["sha256"] = self.digest.hexdigest()
 
 
 def check_inputs(paths: list[Path], out: Path, shard_tokens: int) -> None:

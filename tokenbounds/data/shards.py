@@ -4,18 +4,29 @@ Shards are raw little-endian token ids (uint16 when the vocabulary fits in 65 53
 directory written by `tokenbounds prepare` holds meta.json:
 
     {"format": "tokenbounds-shards", "version": 1, "dtype": "uint16", "vocab_size": V, "eot": id,
-     "tokenizer": "...", "max_token_id": id, "shards": [{"file": "shard_00000.bin", "tokens": n}, ...],
+     "tokenizer": "...", "max_token_id": id,
+     "shards": [{"file": "shard_00000.bin", "tokens": n, "max_token_id": id, "sha256": "..."}, ...],
      "sources": [{"path": "...", "sha256": "...", "documents": d}, ...]}
+
+(per-shard "max_token_id" and "sha256" are written by `prepare` since issue 9; older directories lack them.)
 
 Positions are global: shard k covers [offsets[k], offsets[k+1]). The corpus is the concatenation
 x_1..x_m of the shards, each shard starting at a document boundary.
+
+Token ids are checked against the model's vocabulary V at two costs. Always: meta.json's max_token_id (or one
+scan of a raw file) at open, and every token the scorer or the training sampler reads (cheap, every run). On
+request (`Corpus.verify`, one sequential read of every shard): each shard is re-hashed against the sha256 that
+`prepare` wrote and scanned for ids >= V, so a shard edited after `prepare` is refused even where no token of it
+is sampled. `Corpus.verification` records which of the two a report rests on.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from tokenbounds.errors import UserError
 
@@ -59,6 +70,9 @@ class Corpus:
     vocab_size: int | None = None  # the tokenizer's vocabulary size when known
     max_token_id: int | None = None  # from meta.json, else found by `scan_max_id`
     meta: dict = field(default_factory=dict)
+    model_vocab: int | None = None  # the V that `check_vocab` accepted; windows read later are checked against it
+    verified: str | None = None  # how `verify` checked every shard, once it has
+    scanned: bool = False  # max_token_id was found by reading every token (not taken from meta.json)
 
     def __post_init__(self):
         lengths = np.array([len(s) for s in self.shards], dtype=np.int64)
@@ -80,6 +94,21 @@ class Corpus:
         shard = np.searchsorted(self.offsets, positions, side="right") - 1
         return shard, positions - self.offsets[shard]
 
+    def describe_position(self, position: int) -> str:
+        """'shard_00003.bin, token 17 (corpus position 1234)': where a global position lies, for error messages."""
+        shard, local = self.locate(np.array([position]))
+        return f"{self.names[shard[0]]}, token {local[0]} (corpus position {position})"
+
+    def check_window(self, tokens: np.ndarray, shard: int, start: int, vocab_size: int) -> None:
+        """Refuse a window read from shards[shard][start:] holding an id >= vocab_size, naming the first one."""
+        if len(tokens) and int(tokens.max()) >= vocab_size:
+            local = start + int(np.argmax(tokens >= vocab_size))
+            position = int(self.offsets[shard]) + local
+            raise UserError(
+                f"token id {int(tokens[local - start])} at {self.describe_position(position)} is outside the model's "
+                f"vocabulary of {vocab_size} ids (was the shard edited after `prepare`?)"
+            )
+
     def token(self, position: int) -> int:
         shard, local = self.locate(np.array([position]))
         return int(self.shards[shard[0]][local[0]])
@@ -92,6 +121,7 @@ class Corpus:
                 for start in range(0, len(shard), SCAN_CHUNK):
                     best = max(best, int(np.max(shard[start : start + SCAN_CHUNK])))
             self.max_token_id = best
+            self.scanned = True  # every token was read, so check_vocab below verifies the whole corpus
         return self.max_token_id
 
     def check_vocab(self, model_vocab: int) -> None:
@@ -104,6 +134,69 @@ class Corpus:
             raise UserError(f"token id {self.max_token_id} >= the model's vocabulary size {model_vocab}")
         if self.eot >= model_vocab:
             raise UserError(f"eot id {self.eot} >= the model's vocabulary size {model_vocab}")
+        self.model_vocab = model_vocab
+
+    def verify(self, model_vocab: int, progress: bool = True) -> dict:
+        """Read every shard once: refuse one whose sha256 differs from meta.json's or that holds an id >= V.
+
+        One sequential pass (hash and max id from the same chunks), so it costs what reading the corpus costs:
+        about a minute per 100 GB from a warm cache (sha256 at ~1.5 GB/s), far more
+        from disk at 10^12 tokens; hence opt-in. Returns `verification(...)` for the report.
+        """
+        entries = {e.get("file"): e for e in self.meta.get("shards", [])}
+        bar = tqdm(total=self.n_tokens, unit="tok", unit_scale=True, desc="verifying", disable=not progress)
+        hashed = 0
+        try:
+            for k, (shard, name) in enumerate(zip(self.shards, self.names, strict=True)):
+                expected = entries.get(name, {}).get("sha256")
+                digest = hashlib.sha256()
+                bad = None  # (local position, id) of the first id >= V
+                for start in range(0, len(shard), SCAN_CHUNK):
+                    chunk = np.asarray(shard[start : start + SCAN_CHUNK])
+                    digest.update(memoryview(chunk).cast("B"))
+                    if bad is None and int(chunk.max()) >= model_vocab:
+                        local = int(np.argmax(chunk >= model_vocab))
+                        bad = (start + local, int(chunk[local]))
+                    bar.update(len(chunk))
+                changed = expected is not None and digest.hexdigest() != expected
+                hashed += expected is not None
+                if changed or bad is not None:
+                    what = [f"{name} changed after prepare (checksum mismatch)"] if changed else [name]
+                    if bad is not None:
+                        position = int(self.offsets[k]) + bad[0]
+                        what.append(
+                            f"token id {bad[1]} at {self.describe_position(position)} is outside the model's "
+                            f"vocabulary of {model_vocab} ids"
+                        )
+                    raise UserError(": ".join(what))
+        finally:
+            bar.close()
+        self.verified = (
+            f"every token scanned for ids >= {model_vocab}; {hashed} of {len(self.shards)} shard(s) re-hashed "
+            "against meta.json's sha256"
+        )
+        if hashed < len(self.shards):
+            self.verified += " (the others have none: prepared before checksums, or a raw file)"
+        return self.verification()
+
+    def verification(self, every_token_read: bool = False) -> dict:
+        """What the report's token ids rest on, for report["data"]["verification"].
+
+        `every_token_read`: the caller scored every token (exhaustive mode), so the scorer checked them all.
+        """
+        if self.verified is not None:
+            whole, how = True, self.verified
+        elif self.scanned and self.model_vocab is not None:
+            whole, how = True, f"every token was scanned at open and is < {self.model_vocab} (no meta.json to trust)"
+        elif every_token_read:
+            whole, how = True, "every token was read and checked against the model's vocabulary (exhaustive mode)"
+        else:
+            whole = False
+            how = (
+                "only the tokens read (targets and contexts) were checked against the model's vocabulary; for the "
+                "others meta.json's max_token_id was trusted (pass --verify-data to re-hash and scan every shard)"
+            )
+        return {"read_tokens_checked": True, "whole_corpus_verified": whole, "how": how}
 
 
 def open_corpus(path: str | Path, dtype: str | None = None, eot: int | None = None) -> Corpus:

@@ -3,13 +3,22 @@
 For each target y predicted from logits z (float32, whatever the compute dtype):
 
     log p(y)  = z_y - logsumexp(z)                          (natural log)
-    rank(y)   = #{v : z_v > z_y}                            (0 = the model's top token; no full sort)
+    rank(y)   = #{v : z_v >= z_y} - 1                       (0 = the model's top token alone; no full sort)
     H_alpha   = -sum_v q_v log2 q_v,  q = (1 - alpha) softmax(z) + alpha / V   (bits, per requested alpha)
     outside_k = 1 - (mass of the k most probable tokens)    (per requested k; torch.topk, not a sort)
 
 Units are scored in batches sorted by length and right-padded: the model is causal, so padding after a
 row's last real token cannot change that row's outputs, and no attention mask is needed. Logits are only
 computed at the positions that predict a target.
+
+The rank counts ties against the model (the rule of `tokenbounds.stats.topk`, which the coverage simulation
+applies too): constant logits give rank V - 1, never a top-1 hit.
+
+Nothing non-finite reaches the statistics. Every input id (context and target) is checked against the model's
+vocabulary before the forward pass, and a NaN or +inf logit, or a row whose logits are all -inf, is refused with
+the corpus position it predicts. The logit check costs one isfinite over the log-probabilities already on the
+host: log p = z_y - logsumexp(z) is finite only when the row holds no NaN or +inf and some finite value, so only
+rows with a non-finite log p are looked at. A -inf logit alone is a legal p = 0 (smoothing gives it alpha / V).
 """
 
 import math
@@ -21,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tokenbounds.data.units import Unit
+from tokenbounds.errors import UserError
 from tokenbounds.models.base import LogitModel
 
 
@@ -56,7 +66,8 @@ def _target_stats(
         lse = torch.logsumexp(z, dim=-1)
         target_logit = z.gather(1, targets[rows, None])[:, 0]
         logp[rows] = target_logit - lse
-        rank[rows] = (z > target_logit[:, None]).sum(dim=-1)
+        # Ties count against the model (stats/topk.py): the target itself is the one v with z_v >= z_y not counted.
+        rank[rows] = (z >= target_logit[:, None]).sum(dim=-1) - 1
         if not (alphas or ks):
             continue
         probs = (z - lse[:, None]).exp()
@@ -70,6 +81,49 @@ def _target_stats(
             top = torch.topk(probs, top_k, dim=-1, sorted=True).values.cumsum(dim=-1)
             outside[rows] = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
     return logp, rank, entropies, outside
+
+
+def _nonfinite_row(logits: torch.Tensor, logp: np.ndarray) -> tuple[int, str] | None:
+    """(row, what) of the first row of (N, V) logits that holds NaN or +inf or only -inf, else None.
+
+    log p = z_y - logsumexp(z) is finite exactly when the row is sound and p(y) > 0, so the usual case costs one
+    isfinite over the N log-probabilities already on the host; rows with log p = -inf or NaN are looked at one by
+    one (log p = -inf with a finite logsumexp is a legal p = 0).
+    """
+    if np.isfinite(logp).all():
+        return None
+    for row in np.flatnonzero(~np.isfinite(logp)).tolist():
+        z = logits[row]
+        if bool(torch.isnan(z).any()):
+            return row, "a NaN logit"
+        if bool((z == math.inf).any()):
+            return row, "a +inf logit"
+        if bool((z == -math.inf).all()):
+            return row, "only -inf logits (no token has positive probability)"
+        if not math.isfinite(float(torch.logsumexp(z, dim=-1))):  # finite logits whose logsumexp overflows
+            return row, f"logits too large for float32 (max {float(z.max()):.3g})"
+    return None
+
+
+def _check_ids(tokens: np.ndarray, rows: list[Unit], vocab: int) -> None:
+    """Refuse any id outside [0, V) among a batch's tokens (B, T+1: inputs and targets), naming where it was read."""
+    if int(tokens.max()) < vocab and int(tokens.min()) >= 0:
+        return
+    found = []  # (corpus position, id, where) of every offending token; only built when there is one
+    for r, j in np.argwhere((tokens < 0) | (tokens >= vocab)).tolist():
+        u = rows[r]
+        if j >= u.first:
+            position = int(u.positions[j - u.first])
+            where = f"corpus position {position} (a target)"
+        else:  # a unit's window is contiguous in the corpus up to its targets: context token j lies first - j before
+            position = int(u.positions[0]) - (u.first - j)
+            where = f"corpus position {position} (in the context of the target at {int(u.positions[0])})"
+        found.append((position, int(tokens[r, j]), where))
+    _, token, where = min(found)
+    raise UserError(
+        f"token id {token} at {where} is outside the model's vocabulary of {vocab} ids: "
+        "the corpus holds an id the model cannot read (was a shard edited after `prepare`?)"
+    )
 
 
 def _batches(units: list[Unit], max_tokens: int, max_rows: int) -> Iterator[list[int]]:
@@ -105,6 +159,8 @@ def score_units(
 ) -> Scores:
     """Score every target of every unit. Units are consumed in buffers, so an iterator may be huge."""
     alphas, ks = list(alphas or []), list(ks or [])
+    if not 0 <= pad_id < model.vocab_size:
+        raise UserError(f"padding id {pad_id} is outside the model's vocabulary of {model.vocab_size} ids")
     device = getattr(model, "device", torch.device("cpu"))
     max_logit_rows = max(1, logit_bytes // (4 * model.vocab_size))  # float32 logits held at once, about
     out: dict[str, list] = {"logp": [], "rank": [], "unit": [], "positions": [], "entropy": [], "outside": []}
@@ -119,18 +175,28 @@ def score_units(
             rows = [buffer[i] for i in batch]
             length = max(len(u.tokens) - 1 for u in rows)
             lo = min(u.first for u in rows) - 1
-            ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+            tokens = np.full((len(rows), length + 1), pad_id, dtype=np.int64)
             for r, u in enumerate(rows):
-                ids[r, : len(u.tokens) - 1] = torch.from_numpy(u.tokens[:-1])
+                tokens[r, : len(u.tokens)] = u.tokens
+            _check_ids(tokens, rows, model.vocab_size)  # every id read, context and target, one max and min
+            ids = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
             keep = torch.arange(lo, length, device=device)
             with torch.inference_mode():
                 logits = model.logits(ids.to(device), keep)
                 for r, u in enumerate(rows):
                     sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
                     targets = torch.from_numpy(u.tokens[u.first :]).to(device)
-                    results[batch[r]] = tuple(
+                    stats = tuple(
                         None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks)
                     )
+                    bad = _nonfinite_row(sel, stats[0])
+                    if bad is not None:
+                        raise UserError(
+                            f"the model's logits predicting corpus position {int(u.positions[bad[0]])} hold "
+                            f"{bad[1]}: refusing to bound a model with non-finite outputs "
+                            "(fp16 overflow? a corrupt checkpoint?)"
+                        )
+                    results[batch[r]] = stats
             bar.update(sum(u.n_targets for u in rows))
             input_tokens += sum(len(u.tokens) - 1 for u in rows)
         for i, unit in enumerate(buffer):
