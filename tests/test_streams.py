@@ -102,9 +102,9 @@ def run_and_record(data, root, monkeypatch) -> tuple[list, list]:
     real = windows.random_windows
     calls: list = []
 
-    def recording(corpus, n, length, rng):
+    def recording(corpus, n, length, rng, **kwargs):
         starts = window_starts(corpus, n, length, copy.deepcopy(rng))
-        out = real(corpus, n, length, rng)
+        out = real(corpus, n, length, rng, **kwargs)
         positions = starts[:, None] + np.arange(length)
         assert np.array_equal(np.concatenate(corpus.shards).astype(np.int64)[positions], out)
         calls.append(positions)

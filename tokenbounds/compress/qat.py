@@ -72,9 +72,7 @@ def refine_codebooks(
     with torch.no_grad():  # the logits' width, whatever the model class
         vocab = _logits(module(torch.zeros(1, 1, dtype=torch.long))).shape[-1]
     rng = stream(seed, QAT_WINDOWS)  # the evaluation batch, then one batch per step
-    eval_batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
-    if int(eval_batch.max()) >= vocab:
-        raise UserError(f"QAT data holds token ids >= the model's vocabulary ({vocab})")
+    eval_batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng, vocab_size=vocab))
 
     decoded = state.dequantize()
     centroids = [torch.nn.Parameter(torch.from_numpy(g.centroids.astype(np.float32))) for g in state.groups]
@@ -113,9 +111,7 @@ def refine_codebooks(
     opt = torch.optim.Adam([*centroids, *latent.values()], lr=lr)
     losses = []
     for _ in tqdm(range(steps), desc="QAT (centroids)", disable=not progress, leave=False):
-        batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng))
-        if int(batch.max()) >= vocab:
-            raise UserError(f"QAT data holds token ids >= the model's vocabulary ({vocab})")
+        batch = torch.from_numpy(random_windows(corpus, batch_size, length + 1, rng, vocab_size=vocab))
         opt.zero_grad()
         loss = loss_of(batch, weights())
         loss.backward()

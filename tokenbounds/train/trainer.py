@@ -242,6 +242,7 @@ def train(
             cfg.eval_batches * cfg.batch_size,
             context + 1,
             stream(cfg.seed, TRAIN_EVAL),
+            vocab_size=vocab,
         )
     )
     eval_name = "val" if val_corpus is not None else "train (no --val given)"
@@ -290,7 +291,7 @@ def train(
             group["lr"] = lr
         step_loss = 0.0
         for _ in range(cfg.grad_accum):
-            batch = torch.from_numpy(random_windows(corpus, cfg.batch_size, context + 1, rng))
+            batch = torch.from_numpy(random_windows(corpus, cfg.batch_size, context + 1, rng, vocab_size=vocab))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 logits = model(batch[:, :-1])
             loss = F.cross_entropy(logits.float().reshape(-1, vocab), batch[:, 1:].reshape(-1))
