@@ -154,3 +154,84 @@ def sample_blocks(corpus: Corpus, samples: int, stride: int, rng: np.random.Gene
 def exhaustive_block_units(corpus: Corpus, context: int, stride: int) -> Iterator[Unit]:
     for shard_index, block in zip(*block_ids(corpus, stride), strict=True):
         yield block_unit(corpus, int(shard_index), int(block), context, stride)
+
+
+@dataclass(frozen=True)
+class ContextRule:
+    """The context rule of a hypothesis: what the model sees before each target, and so what one sampled unit is.
+
+    - document (L): x_i sees the previous <= L tokens since the last eot; one sampled unit is one token.
+    - block (L, S): aligned blocks of S tokens per shard, each scored after an eot and the L - S tokens before it;
+      one sampled unit is one block, drawn with probability proportional to its length.
+
+    Either rule can also score every token once (`exhaustive_units`).
+    """
+
+    kind: str  # "document" or "block"
+    context: int  # L
+    stride: int | None = None  # S (block rule only)
+
+    KINDS = ("document", "block")
+
+    @classmethod
+    def document(cls, context: int) -> "ContextRule":
+        return cls("document", int(context))
+
+    @classmethod
+    def block(cls, context: int, stride: int | None = None) -> "ContextRule":
+        return cls("block", int(context), int(context if stride is None else stride))
+
+    def __post_init__(self):
+        if self.kind not in self.KINDS:
+            raise UserError(f"unknown context rule {self.kind!r}; use one of {', '.join(self.KINDS)}")
+        if self.context <= 0:
+            raise UserError(f"--context must be > 0, got {self.context}")
+        if self.kind == "block":
+            check_block(self.context, self.stride)
+        elif self.stride is not None:
+            raise UserError("--stride belongs to the block context rule")
+
+    @property
+    def unit_name(self) -> str:
+        return "token" if self.kind == "document" else "block"
+
+    def describe(self) -> str:
+        return context_rule(self.context) if self.kind == "document" else block_rule(self.context, self.stride)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "context": self.context, "stride": self.stride, "text": self.describe()}
+
+    def check(self, corpus: Corpus, max_positions: int | None) -> None:
+        """The rule fits the corpus and the model (before anything is scored)."""
+        check_context(self.context, max_positions)
+        if self.kind == "block":
+            check_block(self.context, self.stride, corpus)
+
+    def unit_at(self, corpus: Corpus, position: int) -> Unit:
+        """The unit holding target x_position: the token itself (document) or its block (block)."""
+        if self.kind == "document":
+            return token_unit(corpus, position, self.context)
+        (shard,), (local,) = corpus.locate(np.array([position]))
+        return block_unit(corpus, int(shard), int(local) // self.stride, self.context, self.stride)
+
+    def sample(self, corpus: Corpus, samples: int, rng: np.random.Generator) -> tuple[list[Unit], np.ndarray]:
+        """(distinct units, index into them of each of the `samples` draws, in sampling order).
+
+        A uniform position drawn over all m tokens picks a token (document) or the block holding it (block: so a
+        block is drawn with probability length / m). Memory and time are O(samples), whatever the corpus size.
+        Duplicates are scored once.
+        """
+        positions = sample_positions(corpus, samples, rng)
+        if self.kind == "document":
+            keys = positions
+        else:
+            shard, local = corpus.locate(positions)
+            keys = corpus.offsets[shard] + (local // self.stride) * self.stride  # the first position of the block
+        distinct, draws = np.unique(keys, return_inverse=True)
+        return [self.unit_at(corpus, int(p)) for p in distinct], draws.reshape(-1)
+
+    def exhaustive_units(self, corpus: Corpus) -> Iterator[Unit]:
+        """Every token of the corpus exactly once, under this rule."""
+        if self.kind == "document":
+            return exhaustive_units(corpus, self.context)
+        return exhaustive_block_units(corpus, self.context, self.stride)
