@@ -21,6 +21,7 @@ by K); the pipeline's delta split does that for the choices the prior says could
 """
 
 import math
+from dataclasses import dataclass, field, replace
 
 LENGTH_CODE_NORMALISER_BITS = math.log2(math.pi**2 / 6.0)
 
@@ -45,3 +46,43 @@ def choice_bits(n_options: int) -> float:
     if n_options < 1:
         raise ValueError("need at least one option")
     return math.log2(n_options)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What a hypothesis costs: its message, the choices paid for, and where the numbers came from.
+
+    extra_bits are all the bits of choices (paid in the martingale term, as ln 2 nats each); data_choice_bits are the
+    part of them whose choices could have seen the bound's subsample, so the subsampling term's delta is divided by
+    2^data_choice_bits too. `record` says where the message came from (codec and recipe, or the quantized message).
+    """
+
+    message_bits: float
+    extra_bits: float = 0.0
+    data_choice_bits: float = 0.0
+    record: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        message_code_bits(self.message_bits)  # validates the length
+        if not (0.0 <= self.data_choice_bits <= self.extra_bits and math.isfinite(self.extra_bits)):
+            raise ValueError(f"need 0 <= data_choice_bits <= extra_bits < inf, got {self}")
+
+    @property
+    def complexity_nats(self) -> float:
+        return complexity_nats(self.message_bits, self.extra_bits)
+
+    def paying(self, bits: float, could_see_data: bool = True) -> "Prior":
+        """This prior plus `bits` for one more choice (e.g. log2(rows) for reporting a study's best row)."""
+        if not (bits >= 0 and math.isfinite(bits)):
+            raise ValueError(f"choice bits must be finite and >= 0, got {bits}")
+        seen = self.data_choice_bits + (bits if could_see_data else 0.0)
+        return replace(self, extra_bits=self.extra_bits + bits, data_choice_bits=seen)
+
+    def as_dict(self) -> dict:
+        return {
+            "message_bits": self.message_bits,
+            "extra_bits": self.extra_bits,
+            "data_choice_bits": self.data_choice_bits,
+            "code_bits": message_code_bits(self.message_bits) + self.extra_bits,
+            **self.record,
+        }
