@@ -91,48 +91,127 @@ def test_maurer_pontil_needs_two_draws():
 # ---------------------------------------------------------------- betting
 
 
-def _betting_capital_by_loop(x: np.ndarray, m: float, delta: float) -> float:
-    """K_n(m) recomputed step by step from the paper's definitions (no vectorisation, no shared code)."""
+def _betting_capital_by_loop(x: np.ndarray, m: float, delta: float, c: float = BETTING_TRUNCATION):
+    """(K_n(m), max_{t<=n} K_t(m)) recomputed step by step from the paper's definitions (no shared code).
+
+    One bet sequence, tuned for the full n, for every prefix: the running maximum is over one process.
+    """
     n = len(x)
     mu_hat, sigma2_hat = 0.5, 0.25  # the paper's priors: mu_hat_0 = 1/2, sigma2_hat_0 = 1/4
     running_sum, running_sq = 0.0, 0.0
-    capital = 1.0
+    capital, best = 1.0, 0.0
     for t in range(1, n + 1):
         lam = math.sqrt(2 * math.log(1 / delta) / (n * sigma2_hat))  # uses sigma2_hat_{t-1}
-        lam = min(lam, BETTING_TRUNCATION / (1 - m)) if m < 1 else lam
+        lam = min(lam, c / (1 - m)) if m < 1 else lam
         capital *= 1 - lam * (x[t - 1] - m)
+        best = max(best, capital)
         running_sum += x[t - 1]
         mu_hat = (0.5 + running_sum) / (t + 1)
         running_sq += (x[t - 1] - mu_hat) ** 2
         sigma2_hat = (0.25 + running_sq) / (t + 1)
-    return capital
+    return capital, best
 
 
-def test_betting_matches_loop_and_grid_scan():
+def test_truncation_constant_and_its_check():
+    assert BETTING_TRUNCATION == 0.9  # chosen in advance from the synthetic study (module docstring)
+    x = np.linspace(0.1, 0.3, 50)
+    for bad in (0.0, 1.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match="truncation"):
+            betting_ucb(x, 0, 1, 0.05, truncation=bad)
+
+
+@pytest.mark.parametrize("running_max", [True, False])
+@pytest.mark.parametrize("c", [BETTING_TRUNCATION, 0.5])
+def test_betting_matches_loop_and_grid_scan(running_max, c):
     rng = np.random.default_rng(7)
     x = rng.beta(2, 9, size=150)
     delta = 0.05
-    u = betting_ucb(x, 0.0, 1.0, delta)
+    u = betting_ucb(x, 0.0, 1.0, delta, truncation=c, running_max=running_max)
+    pick = 1 if running_max else 0
+
+    def capital(m):
+        return _betting_capital_by_loop(x, m, delta, c)[pick]
+
     # the capital crosses 1/delta at u: just below u it does not reject, at u it does
-    assert _betting_capital_by_loop(x, u - 1e-9, delta) < 1 / delta
-    assert _betting_capital_by_loop(x, u, delta) >= 1 / delta * (1 - 1e-9)
+    assert capital(u - 1e-9) < 1 / delta
+    assert capital(u) >= 1 / delta * (1 - 1e-9)
     # a grid scan (how the authors' reference code inverts the test) brackets the same point
     grid = np.linspace(0, 1, 2001)
-    rejected = np.array([_betting_capital_by_loop(x, m, delta) >= 1 / delta for m in grid])
+    rejected = np.array([capital(m) >= 1 / delta for m in grid])
     first_rejected = grid[np.argmax(rejected)]
     assert first_rejected - 1 / 2000 <= u <= first_rejected
     assert x.mean() < u
 
 
-def test_betting_batched_bisection_matches_brentq():
+def test_running_max_is_a_max_over_prefixes_of_one_process():
+    """On data whose capital peaks early and then falls, the running maximum keeps the early rejection."""
+    x = np.r_[np.full(60, 0.05), np.full(140, 0.6)]  # low first: the capital against m ~ 0.3 grows, then falls
+    delta = 0.05
+    u_final = betting_ucb(x, 0, 1, delta, running_max=False)
+    u_run = betting_ucb(x, 0, 1, delta)
+    assert u_run < u_final
+    final, best = _betting_capital_by_loop(x, u_run, delta)
+    assert best >= (1 - 1e-9) / delta and final < 1 / delta  # rejected by the maximum only
+
+
+@pytest.mark.parametrize("running_max", [True, False])
+def test_betting_batched_bisection_matches_brentq(running_max):
     rng = np.random.default_rng(8)
+    kw = {"running_max": running_max}
     x = rng.beta(1, 6, size=(40, 250))
-    batched = betting_ucb(x, 0.0, 1.0, 0.1)
-    single = np.array([betting_ucb(row, 0.0, 1.0, 0.1) for row in x])
+    batched = betting_ucb(x, 0.0, 1.0, 0.1, **kw)
+    single = np.array([betting_ucb(row, 0.0, 1.0, 0.1, **kw) for row in x])
     np.testing.assert_allclose(batched, single, atol=3e-12)
     long_rows = rng.beta(1, 6, size=(2, 3, 1500))  # the per-row brentq path keeps the batch shape
-    expected = np.array([[betting_ucb(row, 0.0, 1.0, 0.1) for row in block] for block in long_rows])
-    np.testing.assert_array_equal(betting_ucb(long_rows, 0.0, 1.0, 0.1), expected)
+    expected = np.array([[betting_ucb(row, 0.0, 1.0, 0.1, **kw) for row in block] for block in long_rows])
+    np.testing.assert_array_equal(betting_ucb(long_rows, 0.0, 1.0, 0.1, **kw), expected)
+    # the two paths agree on the same rows (bisection for 999 draws, brentq for 1000 and for 1-D input)
+    rows = rng.beta(2, 5, size=(3, 1000))
+    bisect = betting_ucb(np.concatenate([rows[:, :999], rows[:, :999]]), 0, 1, 0.1, **kw)[:3]
+    brent = np.array([betting_ucb(row[:999], 0, 1, 0.1, **kw) for row in rows])
+    np.testing.assert_allclose(bisect, brent, atol=3e-12)
+
+
+def test_running_intersection_never_above_final_capital():
+    """max_t K_t >= K_n for every m, so the running-intersection UCB is <= the final-capital UCB: any input."""
+    rng = np.random.default_rng(21)
+    cases = [
+        rng.beta(2, 9, size=(30, 120)),
+        (rng.random((30, 80)) < 0.3).astype(float),
+        np.clip(0.2 + 0.01 * rng.standard_normal((30, 500)), 0, 1),
+        rng.random((30, 40)),
+        np.sort(rng.beta(2, 2, size=(30, 100)), axis=1),  # adversarial orders
+        np.sort(rng.beta(2, 2, size=(30, 100)), axis=1)[:, ::-1],
+    ]
+    for x in cases:
+        for delta in (0.001, 0.05, 0.3):
+            for c in (0.5, BETTING_TRUNCATION):
+                new = betting_ucb(x, 0, 1, delta, truncation=c)
+                old = betting_ucb(x, 0, 1, delta, truncation=c, running_max=False)
+                assert np.all(new <= old + 1e-12)
+    x = rng.beta(2, 9, size=(2, 1200))  # and on the brentq path
+    assert np.all(betting_ucb(x, 0, 1, 0.05) <= betting_ucb(x, 0, 1, 0.05, running_max=False) + 1e-12)
+
+
+def _min_over_retuned_prefixes(x: np.ndarray, delta: float) -> np.ndarray:
+    """BROKEN on purpose: the best of the UCBs of several prefixes, each with bets re-tuned for its length.
+
+    That is a maximum over different capital processes (one per n), a union bound that is not paid for.
+    """
+    n = x.shape[-1]
+    prefixes = np.unique(np.geomspace(5, n, 12).astype(int))
+    return np.min([betting_ucb(x[..., :t], 0, 1, delta) for t in prefixes], axis=0)
+
+
+def test_running_intersection_coverage_and_retuned_prefixes_are_caught():
+    """Monte Carlo at the binomial allowance: the running intersection covers; re-tuning bets per n does not."""
+    rng = np.random.default_rng(2024)
+    delta, n, p = 0.05, 400, 0.3
+    x = (rng.random((N_TRIALS, n)) < p).astype(float)
+    u = betting_ucb(x, 0, 1, delta)
+    assert np.mean(u < p) <= allowance(delta)  # measured 0.032
+    assert np.mean(betting_ucb(x, 0, 1, delta, running_max=False) < p) <= np.mean(u < p)  # measured 0.008
+    assert np.mean(_min_over_retuned_prefixes(x, delta) < p) > allowance(delta)  # measured 0.080 vs 0.065
 
 
 def test_betting_depends_on_order_but_not_on_scale():

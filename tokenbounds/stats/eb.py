@@ -14,11 +14,12 @@ E[exp(lambda xi_i - psi xi_i^2) | x_<i] <= 1 + lambda E[xi_i | x_<i] <= exp(lamb
 
 is a non-negative supermartingale with M_0 = 1 (Howard, Ramdas, McAuliffe & Sekhon 2021, Ann. Statist.,
 Theorem 4 / Fact 1). Since xi_i - E[xi_i | x_<i] = (E[l_i | x_<i] - l_i) / Delta, Markov's inequality at
-level delta1 * P(h) / |Lambda| and a union bound over h (weights P(h)) and over the lambda grid give, with
-probability >= 1 - delta1, for every h and every lambda in the grid Lambda at once:
+level delta1 * P(h) / N and a union bound over h (weights P(h)) and over the N candidates (the lambda grid
+Lambda, and the Azuma point below: N = |Lambda| + 1) give, with probability >= 1 - delta1, for every h and
+every lambda in the grid Lambda at once:
 
     R <= R_hat + Delta * [ L / (lambda m) + (psi(lambda) / lambda) * v ],
-    L  = log 1/P(h) + ln(|Lambda| / delta1).
+    L  = log 1/P(h) + ln(N / delta1).
 
 Subsampling. R_hat + Delta (psi(lambda)/lambda) v is the population mean over the m tokens of
 
@@ -26,18 +27,46 @@ Subsampling. R_hat + Delta (psi(lambda)/lambda) v is the population mean over th
 
 and a sampled unit (one token drawn uniformly, or a block drawn with probability proportional to its length,
 DESIGN §3.3) has that population mean as its expectation; its value is the unit's mean of l and of xi^2.
-So one UCB of mean Z per lambda, each at level delta2 / |Lambda|, gives with probability >= 1 - delta2
+So one UCB of mean Z per lambda gives the bound at that lambda.
 
-    R <= min over lambda of  UCB_Z(lambda) + Delta * L / (lambda m).
+The Azuma point. The paper's bound (Azuma-Hoeffding on the same martingale differences, `lotfi.py`),
 
-Taking the minimum is valid because every lambda in the grid is covered by both union bounds (the grid is
-fixed in advance: `default_lambda_grid`). With exhaustive evaluation R_hat and v are exact and delta2 = 0.
+    R <= UCB(mean l) + Delta * sqrt(L / (2 m)),
 
-Who splits delta. The caller divides the total delta over the reported statistics (one per smoothing alpha,
-one per top-k; e.g. `lotfi.split_delta`) and hands this function the shares of ONE statistic: delta1 (its
-martingale share) and delta2 (its subsampling share). This module then divides delta1 over the lambda grid
-(inside L, as ln(|Lambda| / delta1)) and delta2 over the lambda grid (one UCB per lambda at delta2/|Lambda|).
-A union over an alpha grid A with equal shares is the same as the design's ln(|A| |Lambda| / delta1).
+is one more candidate, with the same L (so its own delta1 share is delta1 / (|Lambda| + 1)) and its own UCB
+of the mean unit loss at delta2 / (|Lambda| + 1), with the same UCB as the lambda points. With the Azuma
+point the candidate set has |Lambda| + 1 points and
+
+    L = log 1/P(h) + ln((|Lambda| + 1) / delta1),      every UCB at delta2 / (|Lambda| + 1),
+
+and with probability >= 1 - delta1 - delta2 every candidate holds at once, so their minimum does:
+
+    R <= min( min over lambda of UCB_Z(lambda) + Delta * L / (lambda m),  UCB(mean l) + Delta sqrt(L / (2m)) ).
+
+The minimum is valid because every candidate is covered by both union bounds (the candidates are fixed in
+advance: `default_lambda_grid`, plus the Azuma point). So eb is never looser than the paper's bound with the
+same (delta1, delta2, ucb) by more than the union's cost: the paper's bound evaluated at delta1/(|Lambda|+1),
+delta2/(|Lambda|+1) instead of delta1, delta2. Without the Azuma point (azuma=False) eb is worse than the
+paper's bound once L/m is large (roughly L/m >= 0.5: the lambda term is >= L/(0.9 m) there), which is why it
+is on by default. With exhaustive evaluation R_hat and v are exact, delta2 = 0 and there are no UCBs.
+
+The lambda grid (`default_lambda_grid`). With A = L/m and B = v, the martingale term is Delta f(lambda),
+f(lambda) = A/lambda + B psi(lambda)/lambda. Near lambda -> 0, psi(lambda) = lambda^2/2 + O(lambda^3), so
+f ~ A/lambda + B lambda/2, minimised at lambda* = sqrt(2A/B) with f* = sqrt(2AB), and at lambda* e^h
+
+    f(lambda* e^h) / f* = (e^h + e^-h) / 2 = cosh(h).
+
+The worst grid point is the nearest one to lambda* when lambda* sits halfway (in log) between neighbours,
+h = (1/2) ln(ratio of neighbours), so rounding costs < 1% iff cosh(h) <= 1.01, h <= acosh(1.01) = 0.14130:
+neighbours may differ by a factor e^0.2826 = 1.3266 at most. Away from 0, psi(lambda)/lambda grows faster
+than lambda/2 and f is more curved in ln lambda (a geometric grid of ratio 1.32 costs up to 3.7% at
+lambda* ~ 0.8); in the logit w = ln(lambda / (1 - lambda)), which is ln lambda near 0 and spreads the points
+out near 1, the curvature measured numerically never exceeds its small-lambda value (tests/test_eb.py
+compares the grid minimum with a continuous minimisation over lambda on a range of (A, B)). So the grid is
+uniform in w with step <= 0.2826: 42 points on [1e-4, 0.9] (step 0.2782, worst rounding cost 0.96%), for
+ln 43 = 3.76 nats in L (with the Azuma point) instead of the old 20-point grid's ln 20 = 3.00 (which cost up to
+11% at lambda* ~ 0.75 and 2.9% near 0). The extra 0.76 nats matter only when L itself is small: they raise a
+C = 0 bound by ~5% (sqrt((L + 0.76) / L) at L ~ 7) but cost < 0.1% once log 1/P(h) >= 500 nats.
 
 Top-k error: the same theorem with a = 0, Delta = 1, l_i = 1[x_i not among the model's k most probable
 tokens] and the centring c_i = the model's probability mass outside its top k (predictable, in [0, 1]).
@@ -67,19 +96,29 @@ def psi(lam):
     return -np.log1p(-lam) - lam
 
 
-def default_lambda_grid(n: int = 20, smallest: float = 1e-4, largest: float = 0.9) -> np.ndarray:
-    """A geometric lambda grid fixed in advance (not data-dependent): n values from smallest to largest.
+GRID_ROUNDING = 0.01  # the default grid's worst rounding cost, relative to the martingale term
+GRID_LOGIT_STEP = 2.0 * math.acosh(1.0 + GRID_ROUNDING)  # 0.2826: the largest step in ln(lambda / (1 - lambda))
 
-    With the default 20 values neighbours differ by a factor 1.61, so the bound at the best grid point is
-    within ~3% (in the leading term) of the bound at the best continuous lambda, for ln 20 = 3 nats in L.
+
+def default_lambda_grid(n: int | None = None, smallest: float = 1e-4, largest: float = 0.9) -> np.ndarray:
+    """The lambda grid fixed in advance (not data-dependent): uniform in ln(lambda / (1 - lambda)).
+
+    n=None (the default) takes the fewest points whose logit step is <= GRID_LOGIT_STEP = 2 acosh(1.01), so the
+    best grid point's martingale term is within 1% of the best continuous lambda in [smallest, largest] (module
+    docstring): 42 points on [1e-4, 0.9].
     """
-    if n < 1:
+    if n is not None and n < 1:
         raise ValueError("the lambda grid needs at least one value")
     if not 0.0 < smallest <= largest < 1.0:
         raise ValueError(f"need 0 < smallest <= largest < 1, got {smallest}, {largest}")
+    lo, hi = math.log(smallest / (1.0 - smallest)), math.log(largest / (1.0 - largest))
+    if n is None:
+        n = 1 + max(1, math.ceil((hi - lo) / GRID_LOGIT_STEP - 1e-9)) if hi > lo else 1
     if n == 1:
         return np.array([largest])
-    return np.geomspace(smallest, largest, n)
+    grid = 1.0 / (1.0 + np.exp(-np.linspace(lo, hi, n)))
+    grid[0], grid[-1] = smallest, largest  # exact end points
+    return grid
 
 
 def check_lambda_grid(lambdas) -> np.ndarray:
@@ -108,29 +147,32 @@ class EBBound:
     """One statistic's EB bound with its bookkeeping (all losses in bits per token, logs in nats)."""
 
     bound: float
-    lam: float  # the grid value at which the minimum is attained
+    lam: float | None  # the grid value at which the minimum is attained; None when the Azuma point won
     empirical_loss: float  # mean unit loss (R_hat_s), or the exact R_hat when exhaustive
     mean_sq: float  # mean of ((c - l) / Delta)^2 over the units (v_hat), or the exact v
-    complexity_term: float  # Delta * L / (lam * m)
-    variance_term: float  # Delta * (psi(lam) / lam) * mean_sq
-    subsample_slack: float  # UCB of mean Z minus its sample mean (0 when exhaustive)
+    complexity_term: float  # Delta * L / (lam * m); Delta * sqrt(L / (2m)) at the Azuma point
+    variance_term: float  # Delta * (psi(lam) / lam) * mean_sq; 0 at the Azuma point
+    subsample_slack: float  # UCB of mean Z (of mean l at the Azuma point) minus its sample mean (0 when exhaustive)
     complexity_nats: float  # log 1/P(h)
-    log_term_nats: float  # L = log 1/P(h) + ln(|Lambda| / delta1)
+    log_term_nats: float  # L = log 1/P(h) + ln(n_points / delta1)
     delta1: float
     delta2: float  # 0 when exhaustive
-    delta2_per_lambda: float
+    delta2_per_lambda: float  # delta2 / n_points: the level of each candidate's UCB
     n_lambdas: int
     n_units: int | None  # None when exhaustive
     m: int
     a: float
     delta_range: float
     ucb: str | None  # None when exhaustive
+    point: str = "lambda"  # which candidate won: "lambda" (a grid point) or "azuma"
+    n_points: int = 0  # candidates in the union: n_lambdas + 1 with the Azuma point
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _check_common(complexity_nats, m, delta_range, delta1, lambdas):
+def _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma=True):
+    """(grid, L, number of candidates) with L = log 1/P(h) + ln(n_points / delta1)."""
     if not (np.isfinite(complexity_nats) and complexity_nats >= 0):
         raise ValueError(f"complexity (log 1/P(h), nats) must be finite and >= 0, got {complexity_nats}")
     if int(m) != m or m < 1:
@@ -140,8 +182,14 @@ def _check_common(complexity_nats, m, delta_range, delta1, lambdas):
     if not 0.0 < delta1 < 1.0:
         raise ValueError(f"delta1 must lie in (0, 1), got {delta1}")
     lam = check_lambda_grid(lambdas)
-    log_term = float(complexity_nats) + math.log(lam.size / delta1)
-    return lam, log_term
+    n_points = lam.size + (1 if azuma else 0)
+    log_term = float(complexity_nats) + math.log(n_points / delta1)
+    return lam, log_term, n_points
+
+
+def azuma_term(delta_range: float, log_term: float, m: int) -> float:
+    """Delta * sqrt(L / (2 m)): the Azuma-Hoeffding martingale term with L = log 1/P(h) + ln(n_points / delta1)."""
+    return float(delta_range) * math.sqrt(log_term / (2.0 * m))
 
 
 def _check_units(values, lo, hi, what):
@@ -164,12 +212,15 @@ def eb_bounds_batch(
     delta1: float,
     delta2: float,
     ucb: str = "betting",
+    azuma: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised core of `eb_bound` over leading batch axes: unit arrays of shape (..., n), draws in order.
 
-    Returns (bound, index of the best lambda, UCB of mean Z at that lambda), each of shape (...).
+    Returns (bound, index of the best candidate, UCB of that candidate's mean), each of shape (...). Index
+    k < len(lambdas) is the grid point lambdas[k] (UCB of mean Z); index len(lambdas) is the Azuma point (UCB
+    of the mean loss). azuma=False drops the Azuma point (the union is then over the grid alone).
     """
-    lam, log_term = _check_common(complexity_nats, m, delta_range, delta1, lambdas)
+    lam, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
     if not 0.0 < delta2 < 1.0:
         raise ValueError(f"delta2 must lie in (0, 1), got {delta2}")
     loss = _check_units(unit_loss, a, a + delta_range, "unit losses")
@@ -180,15 +231,22 @@ def eb_bounds_batch(
     z_width = delta_range * (1.0 + ratio)  # range of Z for each lambda
     # Z scaled to [0, 1] per lambda: shape (..., K, n); every UCB here is affine-equivariant
     z01 = ((loss - a)[..., None, :] + delta_range * ratio[:, None] * sq[..., None, :]) / z_width[:, None]
-    ucb01 = np.asarray(get_ucb(ucb)(np.clip(z01, 0.0, 1.0), 0.0, 1.0, delta2 / lam.size))
-    ucb_z = a + z_width * ucb01  # (..., K)
-    bounds = ucb_z + delta_range * log_term / (lam * m)
+    widths = z_width
+    if azuma:  # one more row: the unit losses themselves, on [a, a + Delta]
+        z01 = np.concatenate([z01, ((loss - a) / delta_range)[..., None, :]], axis=-2)
+        widths = np.append(z_width, delta_range)
+    ucb01 = np.asarray(get_ucb(ucb)(np.clip(z01, 0.0, 1.0), 0.0, 1.0, delta2 / n_points))
+    ucbs = a + widths * ucb01  # (..., n_points)
+    martingale = delta_range * log_term / (lam * m)
+    if azuma:
+        martingale = np.append(martingale, azuma_term(delta_range, log_term, m))
+    bounds = ucbs + martingale
     best = np.argmin(bounds, axis=-1)
     take = np.take_along_axis
     return (
         take(bounds, best[..., None], -1)[..., 0],
         best,
-        take(ucb_z, best[..., None], -1)[..., 0],
+        take(ucbs, best[..., None], -1)[..., 0],
     )
 
 
@@ -204,19 +262,21 @@ def eb_bound(
     delta1: float,
     delta2: float,
     ucb: str = "betting",
+    azuma: bool = True,
 ) -> EBBound:
     """EB bound from a subsample: one value per sampled unit, in sampling order.
 
     unit_loss[j]: the unit's mean smoothed loss (bits), in [a, a + Delta];
     unit_sq[j]:   the unit's mean of ((c_i - l_i) / Delta)^2, in [0, 1];
     complexity_nats = log 1/P(h); m = tokens in the corpus; lambdas = the grid fixed in advance;
-    delta1, delta2 = this statistic's martingale and subsampling shares (both are split over the grid here).
+    delta1, delta2 = this statistic's martingale and subsampling shares (both are split over the |Lambda| + 1
+    candidates here: the grid and the Azuma point; azuma=False leaves the Azuma point out).
     """
     loss = np.asarray(unit_loss, dtype=np.float64)
     sq = np.asarray(unit_sq, dtype=np.float64)
     if loss.ndim != 1:
         raise ValueError("eb_bound takes 1-D unit arrays; use eb_bounds_batch for batches")
-    bound, best, ucb_z = eb_bounds_batch(
+    bound, best, best_ucb = eb_bounds_batch(
         loss,
         sq,
         a=a,
@@ -227,31 +287,45 @@ def eb_bound(
         delta1=delta1,
         delta2=delta2,
         ucb=ucb,
+        azuma=azuma,
     )
-    lam_grid, log_term = _check_common(complexity_nats, m, delta_range, delta1, lambdas)
-    lam = float(lam_grid[int(best)])
-    ratio = float(psi(lam)) / lam
+    lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
     mean_loss, mean_sq = float(loss.mean()), float(sq.mean())
-    mean_z = mean_loss + delta_range * ratio * mean_sq
-    return EBBound(
+    common = dict(
         bound=float(bound),
-        lam=lam,
         empirical_loss=mean_loss,
         mean_sq=mean_sq,
-        complexity_term=delta_range * log_term / (lam * m),
-        variance_term=delta_range * ratio * mean_sq,
-        subsample_slack=float(ucb_z) - mean_z,
         complexity_nats=float(complexity_nats),
         log_term_nats=log_term,
         delta1=float(delta1),
         delta2=float(delta2),
-        delta2_per_lambda=float(delta2) / lam_grid.size,
+        delta2_per_lambda=float(delta2) / n_points,
         n_lambdas=int(lam_grid.size),
         n_units=int(loss.size),
         m=int(m),
         a=float(a),
         delta_range=float(delta_range),
         ucb=ucb,
+        n_points=n_points,
+    )
+    if int(best) == lam_grid.size:
+        return EBBound(
+            lam=None,
+            complexity_term=azuma_term(delta_range, log_term, m),
+            variance_term=0.0,
+            subsample_slack=float(best_ucb) - mean_loss,
+            point="azuma",
+            **common,
+        )
+    lam = float(lam_grid[int(best)])
+    ratio = float(psi(lam)) / lam
+    mean_z = mean_loss + delta_range * ratio * mean_sq
+    return EBBound(
+        lam=lam,
+        complexity_term=delta_range * log_term / (lam * m),
+        variance_term=delta_range * ratio * mean_sq,
+        subsample_slack=float(best_ucb) - mean_z,
+        **common,
     )
 
 
@@ -265,22 +339,21 @@ def eb_bound_exhaustive(
     m: int,
     lambdas,
     delta1: float,
+    azuma: bool = True,
 ) -> EBBound:
-    """EB bound when every token was scored: exact R_hat and v, no subsampling term (delta2 = 0)."""
-    lam_grid, log_term = _check_common(complexity_nats, m, delta_range, delta1, lambdas)
+    """EB bound when every token was scored: exact R_hat and v, no subsampling term (delta2 = 0).
+
+    The minimum over the grid and the Azuma point R_hat + Delta sqrt(L / (2m)), L over |Lambda| + 1 candidates.
+    """
+    lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
     mean_loss = float(_check_units(mean_loss, a, a + delta_range, "the mean loss"))
     mean_sq = float(_check_units(mean_sq, 0.0, 1.0, "the mean of ((c - l)/Delta)^2"))
     ratio = psi(lam_grid) / lam_grid
     bounds = mean_loss + delta_range * (ratio * mean_sq + log_term / (lam_grid * m))
     best = int(np.argmin(bounds))
-    lam = float(lam_grid[best])
-    return EBBound(
-        bound=float(bounds[best]),
-        lam=lam,
+    common = dict(
         empirical_loss=mean_loss,
         mean_sq=mean_sq,
-        complexity_term=delta_range * log_term / (lam * m),
-        variance_term=delta_range * float(ratio[best]) * mean_sq,
         subsample_slack=0.0,
         complexity_nats=float(complexity_nats),
         log_term_nats=log_term,
@@ -293,6 +366,26 @@ def eb_bound_exhaustive(
         a=float(a),
         delta_range=float(delta_range),
         ucb=None,
+        n_points=n_points,
+    )
+    if azuma:
+        azuma_bound = mean_loss + azuma_term(delta_range, log_term, m)
+        if azuma_bound < bounds[best]:
+            return EBBound(
+                bound=azuma_bound,
+                lam=None,
+                complexity_term=azuma_term(delta_range, log_term, m),
+                variance_term=0.0,
+                point="azuma",
+                **common,
+            )
+    lam = float(lam_grid[best])
+    return EBBound(
+        bound=float(bounds[best]),
+        lam=lam,
+        complexity_term=delta_range * log_term / (lam * m),
+        variance_term=delta_range * float(ratio[best]) * mean_sq,
+        **common,
     )
 
 
@@ -306,6 +399,7 @@ def eb_topk_bound(
     delta1: float,
     delta2: float,
     ucb: str = "betting",
+    azuma: bool = True,
 ) -> EBBound:
     """EB bound on the top-k error rate: a = 0, Delta = 1, centring = the model's mass outside its top k.
 
@@ -322,11 +416,12 @@ def eb_topk_bound(
         delta1=delta1,
         delta2=delta2,
         ucb=ucb,
+        azuma=azuma,
     )
 
 
 def eb_topk_bound_exhaustive(
-    mean_error: float, mean_sq: float, *, complexity_nats: float, m: int, lambdas, delta1: float
+    mean_error: float, mean_sq: float, *, complexity_nats: float, m: int, lambdas, delta1: float, azuma: bool = True
 ) -> EBBound:
     """Top-k EB bound from exact population means (every token scored)."""
     return eb_bound_exhaustive(
@@ -338,4 +433,5 @@ def eb_topk_bound_exhaustive(
         m=m,
         lambdas=lambdas,
         delta1=delta1,
+        azuma=azuma,
     )
