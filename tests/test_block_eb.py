@@ -86,7 +86,7 @@ def test_eb_block_betting_end_to_end(tiny_gpt2, tiny_corpus, tmp_path, capsys):
     assert code == 0, err
     exh = json.loads(out_exh.read_text())
     assert exh["timing"]["scored_targets"] == 1550  # every token once under the block rule
-    lotfi = args_for(tiny_gpt2, tiny_corpus, "--mode", "exhaustive", "--rule", "block", *common)
+    lotfi = args_for(tiny_gpt2, tiny_corpus, "--method", "lotfi", "--mode", "exhaustive", "--rule", "block", *common)
     code, _, err = run_cli([*lotfi, "--json", str(out_lotfi)], capsys)
     assert code == 0, err
     lot = json.loads(out_lotfi.read_text())

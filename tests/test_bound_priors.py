@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from .test_cli_bound import one_line_error, run_cli
+from .test_cli_bound import OLD_DEFAULTS, one_line_error, run_cli
 
 
 def bound(model, data, *extra):
@@ -22,6 +22,7 @@ def bound(model, data, *extra):
         "--samples",
         "64",
         "--no-progress",
+        *OLD_DEFAULTS,
         *extra,
     ]
 

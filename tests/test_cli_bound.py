@@ -23,6 +23,9 @@ REQUIRED_KEYS = {
 }
 
 
+OLD_DEFAULTS = ("--method", "lotfi", "--mode", "token", "--subsample-ucb", "hoeffding")
+
+
 def run_cli(args, capsys):
     code = main(args)
     captured = capsys.readouterr()
@@ -30,6 +33,7 @@ def run_cli(args, capsys):
 
 
 def bound_args(model, data, *extra):
+    # The paper's configuration, which these tests were written against before eb/block/betting became the default.
     return [
         "bound",
         "--model",
@@ -41,6 +45,7 @@ def bound_args(model, data, *extra):
         "--context",
         "32",
         "--no-progress",
+        *OLD_DEFAULTS,
         *extra,
     ]
 
@@ -149,6 +154,7 @@ def test_bad_numbers(tiny_gpt2, tiny_corpus, capsys, extra, needle):
 @pytest.mark.parametrize("bits", ["0", "-5", "nan", "inf"])
 def test_bad_message_bits(tiny_gpt2, tiny_corpus, capsys, bits):
     args = ["bound", "--model", str(tiny_gpt2), "--data", str(tiny_corpus), "--message-bits", bits, "--no-progress"]
+    args += OLD_DEFAULTS
     code, _, err = run_cli(args, capsys)
     one_line_error(code, err, "--message-bits")
 

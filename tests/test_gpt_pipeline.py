@@ -13,7 +13,7 @@ from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.parametrization import build_model, load_free_parameters, make_spec
 from tokenbounds.train.trainer import TrainConfig, train
 
-from .test_cli_bound import one_line_error, run_cli
+from .test_cli_bound import OLD_DEFAULTS, one_line_error, run_cli
 from .test_train import write_shards
 
 
@@ -98,6 +98,7 @@ def test_trained_directory_priced_by_spec_and_free_parameters(trained, tmp_path,
             "16",
             "--samples",
             "50",
+            *OLD_DEFAULTS,
             "--no-progress",
             "--json",
             str(report),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tokenbounds.stats.lotfi import hoeffding_term, lotfi_bound, martingale_term, split_delta
+from tokenbounds.stats.bound import report_delta_split, statistic_bound
+from tokenbounds.stats.lotfi import martingale_term, split_delta
 
 
 def test_split_adds_up_and_divides_over_every_statistic():
@@ -21,22 +22,50 @@ def test_split_adds_up_and_divides_over_every_statistic():
 
 
 def test_bound_terms_hand_computed():
-    # Delta = 18, log 1/P = 5000 nats, m = 1e9, delta1 = 1e-3; s = 10 000, delta2 = 1e-3.
+    # Delta = 18, log 1/P = 5000 nats, m = 1e9, delta1 = 1e-3; s = 10 000 units all at 4.0, delta2 = 1e-3.
     complexity = martingale_term(18.0, 5000.0, 10**9, 1e-3)
     assert complexity == pytest.approx(18 * math.sqrt((5000 + math.log(1000)) / 2e9))
-    sub = hoeffding_term(18.0, 10_000, 1e-3)
-    assert sub == pytest.approx(18 * math.sqrt(math.log(1000) / 20_000))
-    b = lotfi_bound(4.0, 18.0, 5000.0, 10**9, 1e-3, 10_000, 1e-3)
-    assert b.bound == pytest.approx(4.0 + complexity + sub)
-    assert lotfi_bound(4.0, 18.0, 5000.0, 10**9, 1e-3).subsampling_term == 0.0
+    common = {"a": 0.0, "delta_range": 18.0, "complexity_nats": 5000.0, "m": 10**9, "delta1": 1e-3}
+    b = statistic_bound("lotfi", np.full(10_000, 4.0), delta2=1e-3, ucb="hoeffding", **common)
+    sub = 18 * math.sqrt(math.log(1000) / 20_000)
+    assert float(b.subsampling_term) == pytest.approx(sub, rel=1e-12)
+    assert float(b.bound) == pytest.approx(4.0 + complexity + sub, rel=1e-12)
+    exhaustive = statistic_bound("lotfi", 4.0, **common)
+    assert float(exhaustive.subsampling_term) == 0.0 and float(exhaustive.bound) == pytest.approx(4.0 + complexity)
 
 
-def test_hoeffding_term_is_a_valid_upper_confidence_bound_by_simulation():
+def test_bound_is_clipped_at_the_top_of_the_loss_range_and_batches():
+    common = {"a": 1.0, "delta_range": 2.0, "complexity_nats": 1e4, "m": 100, "delta1": 0.01}
+    b = statistic_bound("lotfi", np.array([1.5, 2.9]), **common)  # a huge complexity term
+    np.testing.assert_array_equal(b.bound, [3.0, 3.0])
+    assert b.clipped.all() and np.all(b.unclipped > 3.0)
+    rows = np.random.default_rng(0).uniform(1.0, 3.0, size=(3, 4, 50))
+    batch = statistic_bound("lotfi", rows, delta2=0.01, ucb="betting", **{**common, "complexity_nats": 1.0})
+    assert batch.bound.shape == (3, 4)
+    one = statistic_bound("lotfi", rows[2, 1], delta2=0.01, ucb="betting", **{**common, "complexity_nats": 1.0})
+    assert float(one.bound) == pytest.approx(float(batch.bound[2, 1]), abs=1e-9)  # brentq vs bisection
+
+
+def test_report_split_divides_the_subsampling_share_over_data_choices():
+    split = report_delta_split(0.05, 20, subsampled=True, data_choice_bits=3.0)
+    assert split.delta1 == pytest.approx(0.05 / 2 / 20) and split.delta2 == pytest.approx(0.05 / 2 / 20 / 8)
+    record = split.as_dict()
+    assert record["subsampling_divided_by"] == 8.0 and "union" in record["subsampling_division_reason"]
+    assert record["martingale_total"] + record["subsampling_total"] == pytest.approx(0.05)
+    assert report_delta_split(0.05, 20, subsampled=False, data_choice_bits=3.0).delta1 == pytest.approx(0.05 / 20)
+    with pytest.raises(ValueError):
+        report_delta_split(0.05, 20, subsampled=True, data_choice_bits=-1.0)
+
+
+def test_hoeffding_subsampling_term_is_a_valid_upper_confidence_bound_by_simulation():
     # Bernoulli(0.3) losses (range 1): the sample mean plus the term covers 0.3 in >= 1 - delta of trials,
     # and the exact binomial tail says the term is not grossly loose either.
     rng = np.random.default_rng(0)
     s, delta, trials = 200, 0.1, 20_000
-    means = rng.binomial(s, 0.3, size=trials) / s
-    slack = hoeffding_term(1.0, s, delta)
-    assert np.mean(means + slack < 0.3) <= delta
+    units = (rng.random((trials, s)) < 0.3).astype(np.float64)
+    b = statistic_bound(
+        "lotfi", units, a=0.0, delta_range=1.0, complexity_nats=0.0, m=1, delta1=0.5, delta2=delta, ucb="hoeffding"
+    )
+    assert np.mean(b.empirical + b.subsampling_term < 0.3) <= delta
+    slack = float(b.subsampling_term[0])
     assert stats.binom.cdf(math.floor((0.3 - slack) * s), s, 0.3) <= delta

@@ -2,10 +2,15 @@
 
 Every number in the report holds simultaneously with probability >= 1 - delta: delta is split over all
 reported statistics (one per smoothing alpha, one per top-k) and, when units are subsampled, between the
-martingale and the subsampling terms (tokenbounds.stats.lotfi.split_delta); the eb method further splits
+martingale and the subsampling terms (tokenbounds.stats.bound.report_delta_split); the eb method further splits
 each statistic's share over its lambda grid (tokenbounds.stats.eb). The prior is fixed before the data are
 looked at: the user's message length or the checkpoint's compressed size, plus extra bits for any choice
-made after seeing data. Sampled units are drawn after the hypothesis is fixed, with fresh randomness.
+made after seeing data. Sampled units are drawn after the hypothesis is fixed, from the bound's own random
+stream (tokenbounds.streams.BOUND_UNITS: never a training stream, whatever the seeds). Every row's numbers come
+from tokenbounds.stats.bound.statistic_bound, the function the coverage simulation exercises.
+
+Defaults: the tightest valid configuration, eb + block units (stride = context) + the betting UCB; the paper's
+configuration is lotfi + token + hoeffding (`bound --paper`).
 
 Sampled modes estimate the empirical risk R_hat = (1/m) sum_i l_i from s units drawn with replacement:
 token mode draws positions uniformly; block mode draws blocks with probability proportional to their length
@@ -38,19 +43,23 @@ from tokenbounds.errors import UserError
 from tokenbounds.hypothesis import load_any
 from tokenbounds.models.hf import check_device
 from tokenbounds.models.scorer import score_units
-from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid, eb_bound, eb_bound_exhaustive
-from tokenbounds.stats.lotfi import martingale_term, split_delta
+from tokenbounds.stats.bound import report_delta_split, statistic_bound
+from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid
 from tokenbounds.stats.prior import complexity_nats
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
-from tokenbounds.stats.subsample import UCBS, get_ucb
+from tokenbounds.stats.subsample import UCBS
+from tokenbounds.stats.topk import topk_error
+from tokenbounds.streams import BOUND_UNITS, describe, stream
 
 DEFAULT_ALPHAS = (1e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5)
 DEFAULT_KS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100)
 METHODS = ("lotfi", "eb")
 MODES = ("token", "block", "exhaustive")
 RULES = ("document", "block")
-DEFAULT_UCB = {"lotfi": "hoeffding", "eb": "betting"}
 UCB_NAMES = tuple(UCBS)
+# The tightest valid configuration is the default: eb, block units (block context rule, stride = context), betting.
+DEFAULT_METHOD, DEFAULT_MODE, DEFAULT_UCB = "eb", "block", "betting"
+PAPER = {"method": "lotfi", "mode": "token", "subsample_ucb": "hoeffding"}  # Lotfi et al. 2024's configuration
 
 
 @dataclass
@@ -59,8 +68,8 @@ class BoundRequest:
     data: str
     dtype: str | None = None  # token dtype of a raw .bin corpus
     eot: int | None = None
-    method: str = "lotfi"
-    mode: str = "token"
+    method: str = DEFAULT_METHOD
+    mode: str = DEFAULT_MODE
     rule: str | None = None  # context rule; default: block for block mode, document otherwise
     samples: int = 10_000
     context: int = 1024
@@ -74,7 +83,7 @@ class BoundRequest:
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     ks: tuple[int, ...] = DEFAULT_KS
     lambdas: tuple[float, ...] | None = None  # eb: the lambda grid (default: 20 geometric values in [1e-4, 0.9])
-    subsample_ucb: str | None = None  # default: hoeffding for lotfi (the paper's), betting for eb
+    subsample_ucb: str = DEFAULT_UCB
     compute_dtype: str = "float32"
     device: str = "cpu"
     quip_sharp: str | None = None  # a quip-sharp checkout, for QuIP# checkpoints
@@ -85,7 +94,6 @@ class BoundRequest:
     def __post_init__(self):
         self.rule = self.rule or ("block" if self.mode == "block" else "document")
         self.stride = self.context if self.stride is None else self.stride
-        self.subsample_ucb = self.subsample_ucb or DEFAULT_UCB.get(self.method, "hoeffding")
 
 
 def validate(req: BoundRequest) -> None:
@@ -210,6 +218,16 @@ def _unit_means(values: np.ndarray, unit: np.ndarray, counts: np.ndarray) -> np.
 
 def compute_bound(req: BoundRequest) -> dict:
     """Run the whole bound and return the JSON report."""
+    return compute_bound_with_units(req)[0]
+
+
+def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
+    """The JSON report and, for sampled modes, the per-unit values every row's bound was computed from.
+
+    The units dict (what `bound --units-out FILE.npz` writes): `statistics`, one label per report row in row order;
+    `unit_loss` of shape (rows, s), each row's unit values in sampling order; `unit_sq` (eb only), the units' means
+    of ((c - l)/Delta)^2; `draws`, each draw's index among the distinct units scored. None when exhaustive.
+    """
     validate(req)
     corpus = open_corpus(req.data, req.dtype, req.eot)
     # A quantized directory is decoded and verified once, before it is evaluated or priced.
@@ -221,7 +239,7 @@ def compute_bound(req: BoundRequest) -> dict:
     message_bits, extra_bits, prior_info = _prior(req, verified[1] if verified else None)
     nats = complexity_nats(message_bits, extra_bits)
     m = corpus.n_tokens
-    plan = plan_units(req, corpus, np.random.default_rng(req.seed))
+    plan = plan_units(req, corpus, stream(req.seed, BOUND_UNITS))
     eb = req.method == "eb"
 
     started = time.perf_counter()
@@ -241,51 +259,39 @@ def compute_bound(req: BoundRequest) -> dict:
 
     sampled = plan.draws is not None
     s = len(plan.draws) if sampled else None
-    split = split_delta(req.delta, len(req.alphas) + len(req.ks), subsampled=sampled)
+    n_statistics = len(req.alphas) + len(req.ks)
+    split = report_delta_split(
+        req.delta, n_statistics, subsampled=sampled, data_choice_bits=prior_info.get("data_choice_bits", 0.0)
+    )
     counts = np.bincount(scores.unit).astype(np.float64)
     lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
+    units_loss, units_sq = [], []
 
-    def statistic(loss: np.ndarray, centring: np.ndarray | None, a: float, width: float) -> dict:
-        """One statistic's bound from per-target losses (and the eb centring), as a report row."""
-        token_std = float(np.std(loss))
+    def row(statistic: str, param: dict, loss: np.ndarray, centring: np.ndarray | None, a: float, width: float):
+        """One report row from per-target losses (and the eb centring): per-unit values -> statistic_bound."""
+        sq = ((centring - loss) / width) ** 2 if eb else None
         if sampled:
-            unit_loss = _unit_means(loss, scores.unit, counts)[plan.draws]
-            spread = {"unit_std": float(np.std(unit_loss)), "token_std": token_std}
+            loss_in = _unit_means(loss, scores.unit, counts)[plan.draws]
+            sq_in = _unit_means(sq, scores.unit, counts)[plan.draws] if eb else None
+            units_loss.append(loss_in)
+            units_sq.append(sq_in)
         else:
-            spread = {"unit_std": None, "token_std": token_std}
-        common = {"a": a, "delta_range": width, "complexity_nats": nats, "m": m, "delta1": split.martingale}
-        if eb:
-            sq = ((centring - loss) / width) ** 2
-            if sampled:
-                unit_sq = _unit_means(sq, scores.unit, counts)[plan.draws]
-                b = eb_bound(
-                    unit_loss, unit_sq, lambdas=lambdas, delta2=split.subsampling, ucb=req.subsample_ucb, **common
-                )
-            else:
-                b = eb_bound_exhaustive(float(loss.mean()), float(sq.mean()), lambdas=lambdas, **common)
-            return {
-                "empirical": b.empirical_loss,
-                "complexity_term": b.complexity_term,
-                "variance_term": b.variance_term,
-                "subsampling_term": b.subsample_slack,
-                "bound": b.bound,
-                "lambda": b.lam,
-                "mean_sq": b.mean_sq,
-                **spread,
-            }
-        complexity = martingale_term(width, nats, m, split.martingale)
-        if sampled:
-            empirical = float(unit_loss.mean())
-            ucb = float(get_ucb(req.subsample_ucb)(unit_loss, a, a + width, split.subsampling))
-        else:
-            empirical = ucb = float(loss.mean())
-        return {
-            "empirical": empirical,
-            "complexity_term": complexity,
-            "subsampling_term": ucb - empirical,
-            "bound": ucb + complexity,
-            **spread,
-        }
+            loss_in, sq_in = float(loss.mean()), float(sq.mean()) if eb else None
+        b = statistic_bound(
+            req.method,
+            loss_in,
+            sq_in,
+            a=a,
+            delta_range=width,
+            complexity_nats=nats,
+            m=m,
+            delta1=split.delta1,
+            delta2=split.delta2 if sampled else None,
+            ucb=req.subsample_ucb if sampled else None,
+            lambdas=lambdas,
+        )
+        spread = {"unit_std": float(np.std(loss_in)) if sampled else None, "token_std": float(np.std(loss))}
+        return {"statistic": statistic, **param, "loss_min": a, "loss_range": width, **b.row(), **spread}
 
     results = []
     for j, alpha in enumerate(req.alphas):
@@ -293,16 +299,22 @@ def compute_bound(req: BoundRequest) -> dict:
         loss = smoothed_bits(scores.logp, alpha, vocab)
         # The scorer's entropy is float32; the centring only needs c >= a, so clip the rounding away.
         centring = np.maximum(scores.entropy_bits[:, j].astype(np.float64), a) if eb else None
-        results.append(_row("bits_per_token", {"alpha": alpha}, a, width, statistic(loss, centring, a, width)))
+        results.append(row("bits_per_token", {"alpha": alpha}, loss, centring, a, width))
     for j, k in enumerate(req.ks):
-        errors = (scores.rank >= k).astype(np.float64)
+        errors = topk_error(scores.rank, k)  # ties counted against the model
         centring = np.clip(scores.outside_topk[:, j].astype(np.float64), 0.0, 1.0) if eb else None
-        results.append(_row("top_k_error", {"k": k}, 0.0, 1.0, statistic(errors, centring, 0.0, 1.0)))
+        results.append(row("top_k_error", {"k": k}, errors, centring, 0.0, 1.0))
 
+    units = None
+    if sampled:
+        labels = [f"alpha={r['alpha']!r}" if "alpha" in r else f"k={r['k']}" for r in results]
+        units = {"statistics": np.array(labels), "unit_loss": np.stack(units_loss), "draws": plan.draws}
+        if eb:
+            units["unit_sq"] = np.stack(units_sq)
     bpt = [r for r in results if r["statistic"] == "bits_per_token"]
     best = min(bpt, key=lambda r: r["bound"])
     n_scored = len(scores.logp)
-    return {
+    report = {
         "method": req.method,
         "mode": req.mode,
         "delta": req.delta,
@@ -320,6 +332,7 @@ def compute_bound(req: BoundRequest) -> dict:
         "subsample_ucb": req.subsample_ucb if sampled else None,
         "lambdas": lambdas.tolist() if eb else None,
         "seed": req.seed,
+        "random_stream": describe(req.seed, BOUND_UNITS),
         "delta_split": split.as_dict(),
         "prior": {
             "message_bits": message_bits,
@@ -344,10 +357,4 @@ def compute_bound(req: BoundRequest) -> dict:
             "input_tokens_per_second": scores.input_tokens / seconds if seconds > 0 else None,
         },
     }
-
-
-def _row(statistic: str, param: dict, loss_min: float, width: float, values: dict) -> dict:
-    """One result row. The loss never exceeds loss_min + width, so neither can R: the bound is clipped there."""
-    row = {"statistic": statistic, **param, "loss_min": loss_min, "loss_range": width, **values}
-    row["bound"] = min(row["bound"], loss_min + width)
-    return row
+    return report, units

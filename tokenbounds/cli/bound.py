@@ -2,15 +2,22 @@
 
 import argparse
 
+import numpy as np
+
+from tokenbounds.errors import UserError
 from tokenbounds.pipeline import (
     DEFAULT_ALPHAS,
     DEFAULT_KS,
+    DEFAULT_METHOD,
+    DEFAULT_MODE,
+    DEFAULT_UCB,
     METHODS,
     MODES,
+    PAPER,
     RULES,
     UCB_NAMES,
     BoundRequest,
-    compute_bound,
+    compute_bound_with_units,
 )
 from tokenbounds.report.io import check_writable, write_json
 from tokenbounds.report.table import format_bound_table
@@ -37,7 +44,10 @@ def add_parser(sub):
         description="Token-level generalization bounds (Lotfi et al. 2024): an upper bound on the model's expected "
         "next-token loss under the data-generating process, conditional on the past, averaged over the m tokens of "
         "the training corpus, in bits per token (for the prediction smoothed with the uniform distribution at each "
-        "alpha) and as top-k error rates. All reported bounds hold together with probability >= 1 - delta.",
+        "alpha) and as top-k error rates. All reported bounds hold together with probability >= 1 - delta. "
+        f"Default: the tightest valid configuration, --method {DEFAULT_METHOD} --mode {DEFAULT_MODE} (block context "
+        f"rule, --stride = --context) --subsample-ucb {DEFAULT_UCB}; --paper gives the paper's (lotfi, token, "
+        "hoeffding; document context rule).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
@@ -54,19 +64,20 @@ def add_parser(sub):
     p.add_argument("--eot", type=int, metavar="ID", help="end-of-text id of a raw .bin file (document separator)")
     p.add_argument(
         "--method",
-        default="lotfi",
+        default=argparse.SUPPRESS,  # resolved in _configuration (the default, or --paper's); help states it
         choices=METHODS,
         help="lotfi: the paper's Azuma-Hoeffding martingale bound (pays the full loss range); eb: the "
         "entropy-centred empirical-Bernstein martingale bound (pays the spread of the loss around the model's "
-        "own entropy; same guarantee, usually several times tighter)",
+        f"own entropy; same guarantee, usually several times tighter). Default: {DEFAULT_METHOD}",
     )
     p.add_argument(
         "--mode",
-        default="token",
+        default=argparse.SUPPRESS,
         choices=MODES,
         help="token: score s positions drawn uniformly with replacement, one forward pass each (the paper's); "
         "block: draw s aligned blocks in proportion to their length and score all their tokens in one forward "
-        "pass (unit = block mean); exhaustive: score every token (exact empirical risk, no subsampling term)",
+        "pass (unit = block mean); exhaustive: score every token (exact empirical risk, no subsampling term). "
+        f"Default: {DEFAULT_MODE}",
     )
     p.add_argument(
         "--rule",
@@ -120,9 +131,10 @@ def add_parser(sub):
     )
     p.add_argument(
         "--subsample-ucb",
+        default=argparse.SUPPRESS,
         choices=UCB_NAMES,
-        help="upper confidence bound for the subsampled empirical risk: hoeffding (the paper's, default for lotfi), "
-        "maurer-pontil (empirical Bernstein), betting (Waudby-Smith & Ramdas 2024, default for eb)",
+        help="upper confidence bound for the subsampled empirical risk: hoeffding (the paper's), maurer-pontil "
+        f"(empirical Bernstein), betting (Waudby-Smith & Ramdas 2024). Default: {DEFAULT_UCB}",
     )
     p.add_argument(
         "--lambdas",
@@ -152,21 +164,49 @@ def add_parser(sub):
         "default: this one",
     )
     p.add_argument("--batch-tokens", type=int, default=8192, metavar="N", help="padded tokens per forward batch")
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's configuration exactly: --method lotfi --mode token --subsample-ucb hoeffding",
+    )
     p.add_argument("--json", metavar="OUT", help="write the JSON report here")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
+    p.add_argument(
+        "--units-out",
+        metavar="FILE.npz",
+        help="sampled modes: write every row's per-unit values (unit loss, and for eb the unit mean square), in "
+        "sampling order, so each row can be recomputed",
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json / --units-out file")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
 
+def _configuration(args) -> dict:
+    """method, mode and subsample_ucb: the defaults, or --paper's (refused if an explicit flag contradicts it)."""
+    given = {key: getattr(args, key, None) for key in ("method", "mode", "subsample_ucb")}
+    if args.paper:
+        for key, value in given.items():
+            if value is not None and value != PAPER[key]:
+                flag = "--" + key.replace("_", "-")
+                raise UserError(f"--paper means {flag} {PAPER[key]}; it contradicts {flag} {value}")
+        return dict(PAPER)
+    defaults = {"method": DEFAULT_METHOD, "mode": DEFAULT_MODE, "subsample_ucb": DEFAULT_UCB}
+    return {key: defaults[key] if value is None else value for key, value in given.items()}
+
+
 def run(args) -> int:
     check_writable(args.json, args.force)
+    check_writable(args.units_out, args.force)
+    config = _configuration(args)
+    if args.units_out and config["mode"] == "exhaustive":
+        raise UserError("--units-out writes sampled units; exhaustive mode samples none")
     request = BoundRequest(
         model=args.model,
         data=args.data,
         dtype=args.dtype,
         eot=args.eot,
-        method=args.method,
-        mode=args.mode,
+        method=config["method"],
+        mode=config["mode"],
         rule=args.rule,
         samples=args.samples,
         context=args.context,
@@ -180,7 +220,7 @@ def run(args) -> int:
         alphas=args.alphas,
         ks=args.topk,
         lambdas=args.lambdas,
-        subsample_ucb=args.subsample_ucb,
+        subsample_ucb=config["subsample_ucb"],
         compute_dtype=args.compute_dtype,
         device=args.device,
         quip_sharp=args.quip_sharp,
@@ -188,9 +228,13 @@ def run(args) -> int:
         batch_tokens=args.batch_tokens,
         progress=not args.no_progress,
     )
-    report = compute_bound(request)
+    report, units = compute_bound_with_units(request)
     print(format_bound_table(report))
     if args.json:
         write_json(args.json, report)
         print(f"report written to {args.json}")
+    if args.units_out:
+        with open(args.units_out, "wb") as f:  # a file object: np.savez must not append ".npz" to the name
+            np.savez(f, **units)
+        print(f"per-unit values written to {args.units_out}")
     return 0

@@ -26,7 +26,7 @@ def format_bound_table(report: dict) -> str:
         row = [name, param, _fmt(r["loss_range"]), _fmt(r["empirical"]), _fmt(r["complexity_term"])]
         if eb:
             row += [_fmt(r["variance_term"]), f"{r['lambda']:.3g}"]
-        rows.append((*row, _fmt(r["subsampling_term"]), _fmt(r["bound"])))
+        rows.append((*row, _fmt(r["subsampling_term"]), _fmt(r["bound"]) + ("*" if r.get("clipped") else "")))
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(x).rjust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -37,6 +37,14 @@ def format_bound_table(report: dict) -> str:
         samples = "exhaustive (every token scored)"
     else:
         samples = f"{report['samples']} sampled units ({report['subsample_ucb']} UCB)"
+    lines += (
+        ["* clipped at the top of the loss range (no loss exceeds it)"]
+        if any(r.get("clipped") for r in report["results"])
+        else []
+    )
+    choices = ""
+    if split.get("subsampling_divided_by"):
+        choices = f" (subsampling shares divided by {split['subsampling_divided_by']:g} for data-dependent choices)"
     lines += [
         "",
         f"method {report['method']}, mode {report['mode']}: {samples} of m = {report['n_tokens']} tokens; "
@@ -46,7 +54,7 @@ def format_bound_table(report: dict) -> str:
         f"-> log 1/P(h) <= {report['complexity_nats']:.6g} nats",
         f"delta = {split['delta']:g} over {split['n_statistics']} statistics: martingale {split['martingale_total']:g} "
         f"({split['martingale_per_statistic']:.3g} each), subsampling {split['subsampling_total']:g} "
-        f"({split['subsampling_per_statistic']:.3g} each); "
+        f"({split['subsampling_per_statistic']:.3g} each){choices}; "
         f"all bounds hold together with probability >= {1 - split['delta']:g}",
         f"best bits-per-token bound: {best['bound']:.4f} bits "
         f"(alpha={best['alpha']:g}, empirical {best['empirical']:.4f}) "

@@ -16,6 +16,9 @@ Several statistics reported together (one per smoothing alpha, one per top-k) ea
 (delta1, delta2), and the sum over all statistics of delta1 + delta2 is delta: every reported number
 then holds simultaneously with probability >= 1 - delta. The original code split delta only over the two
 terms and not over its 8 alphas; `split_delta` below does the whole split and says how.
+
+The bound itself (both terms, the subsampling UCB, the clipping) is assembled in one place for every method:
+`tokenbounds.stats.bound.statistic_bound`, which uses `martingale_term` from here.
 """
 
 import math
@@ -66,33 +69,3 @@ def martingale_term(delta_range: float, complexity_nats: float, m: int, delta1: 
     if m < 1:
         raise ValueError("m must be >= 1")
     return delta_range * math.sqrt((complexity_nats + math.log(1.0 / delta1)) / (2.0 * m))
-
-
-def hoeffding_term(delta_range: float, s: int, delta2: float) -> float:
-    """Delta * sqrt(ln(1/delta2) / (2 s)): Hoeffding's slack for the mean of s i.i.d. draws of range Delta."""
-    if s < 1:
-        raise ValueError("s must be >= 1")
-    return delta_range * math.sqrt(math.log(1.0 / delta2) / (2.0 * s))
-
-
-@dataclass(frozen=True)
-class LotfiBound:
-    empirical: float  # R_hat_s (or the exact R_hat when exhaustive)
-    complexity_term: float
-    subsampling_term: float
-    bound: float
-
-
-def lotfi_bound(
-    empirical: float,
-    delta_range: float,
-    complexity_nats: float,
-    m: int,
-    delta1: float,
-    s: int | None = None,
-    delta2: float | None = None,
-) -> LotfiBound:
-    """R <= empirical + martingale term (+ Hoeffding subsampling term when s units were sampled)."""
-    complexity = martingale_term(delta_range, complexity_nats, m, delta1)
-    subsampling = 0.0 if s is None else hoeffding_term(delta_range, s, delta2)
-    return LotfiBound(empirical, complexity, subsampling, empirical + complexity + subsampling)

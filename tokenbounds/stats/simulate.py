@@ -14,23 +14,34 @@ delta split, union over the alpha grid), and the violation rate over many seeded
 For a grid of several alphas a trial counts as violated when any alpha's bound fails (the guarantee is
 simultaneous). Top-k error uses l_i = 1[x_i not among the predictor's k most probable tokens].
 
+Every bound here is computed by `tokenbounds.stats.bound.statistic_bound` with the delta split of
+`tokenbounds.stats.bound.report_delta_split`: the very functions `bound` calls, so the simulation tests the shipped
+arithmetic (terms, UCBs, clipping at a + Delta, split), not a copy of it.
+
 Methods ("bound/unit/ucb"):
   lotfi/exhaustive        R_hat + Delta sqrt((log 1/P + ln 1/delta1) / (2m))              (DESIGN §3.1)
   lotfi/token/hoeffding   the paper: mean of s sampled tokens + Hoeffding subsampling term
   lotfi/block/betting     block means and the betting UCB in place of Hoeffding
   eb/exhaustive, eb/token/<ucb>, eb/block/<ucb>, eb-topk/token/betting                       (DESIGN §3.2)
-Deliberately broken variants, which the same harness must catch:
-  lotfi/exhaustive/half-complexity   the martingale term halved
-  eb/exhaustive/half-complexity      L / (lambda m) halved (shown for information: its slack is too large
-                                     for these settings to catch it)
-  eb/exhaustive/no-variance-term     v taken as 0 (only L/(lambda m) left)
-  eb/token/plug-in                   the subsample means used as if they were the exact R_hat and v
+Deliberately broken variants, which the same harness must catch. Each is the shipped function fed other inputs:
+  lotfi/exhaustive/half-complexity   the martingale term halved (m passed as 4m)
+  eb/exhaustive/half-complexity      L / (lambda m) halved (m passed as 2m; shown for information: its slack is
+                                     too large for these settings to catch it)
+  eb/exhaustive/no-variance-term     v taken as 0 (unit_sq of zeros: only L/(lambda m) left)
+  eb/token/plug-in                   the subsample means used as if they were the exact R_hat and v (the
+                                     exhaustive branch fed subsample means)
+  eb/token/betting/same-stream       memorise-V50: the units drawn from the training stream, i.e. the sample
+                                     re-draws the positions the predictor memorised
+  eb-topk/token/betting/ties-as-hits the top-k error counting only strictly higher tokens ahead of the target,
+                                     so a tie is a hit (caught in tied-V50)
 
-Delta bookkeeping, per method: delta is split equally over the |A| alphas; exhaustive methods give all of a
-statistic's share to the martingale term, sampled ones half to each term.
+Settings with a purpose: memorise-V50 (an over-fitted predictor, its training positions drawn per trial from
+tokenbounds.streams' training stream; valid only with the bound's own stream), tied-V50 (probabilities rounded to
+a coarse grid, so most tokens tie; the shipped top-k rule counts ties against the model). For top-k, R is the
+error of a real decoder that breaks ties towards low token ids; the shipped loss is >= it pointwise.
 
-`lotfi_reference_bound` is a local reference of the paper's bound (the project's `lotfi.py` implements the
-same formula; the tests cross-check the two when both are present).
+Delta bookkeeping, per method: delta is split equally over the |A| alphas (or the one top-k); exhaustive methods
+give all of a statistic's share to the martingale term, sampled ones half to each term.
 
 The "scale" reported for a method is the (1 - delta) quantile over trials of (R - estimate) / (bound -
 estimate), estimate being the method's point estimate of R_hat (maximum over alphas): a valid bound at level
@@ -42,9 +53,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from tokenbounds.stats.eb import eb_bounds_batch, psi, smoothed_entropy_bits
+from tokenbounds.stats.bound import report_delta_split, statistic_bound
+from tokenbounds.stats.eb import smoothed_entropy_bits
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
-from tokenbounds.stats.subsample import get_ucb
+from tokenbounds.stats.topk import pessimistic_rank, topk_error
+from tokenbounds.streams import BOUND_UNITS, TRAIN_WINDOWS, stream
 
 
 @dataclass(frozen=True)
@@ -139,39 +152,47 @@ def loss_tables(chain: MarkovChain, model_probs: np.ndarray, alpha: float) -> To
     )
 
 
-def topk_tables(chain: MarkovChain, model_probs: np.ndarray, k: int) -> TokenTables:
-    """Top-k error, centred at the model's probability mass outside its top k."""
-    top = np.argsort(-model_probs, axis=1)[:, :k]
+def decoder_topk_error(model_probs: np.ndarray, k: int) -> np.ndarray:
+    """(S, V): 1 where token y is not among the k tokens a real decoder returns (ties broken towards low ids)."""
+    order = np.argsort(-model_probs, axis=1, kind="stable")[:, :k]
     err = np.ones_like(model_probs)
-    np.put_along_axis(err, top, 0.0, axis=1)
-    mass_in_top = np.take_along_axis(model_probs, top, axis=1).sum(axis=1)
+    np.put_along_axis(err, order, 0.0, axis=1)
+    return err
+
+
+def topk_tables(chain: MarkovChain, model_probs: np.ndarray, k: int, ties: str = "against") -> TokenTables:
+    """Top-k error, centred at the model's probability mass outside its k most probable tokens.
+
+    The loss is the shipped rule, `tokenbounds.stats.topk` (ties counted against the model: rank = #{v : q_v >=
+    q_y} - 1), or with ties="as-hits" the broken "strictly greater" count. The bounded quantity R is the error of
+    a real decoder (ties broken towards low token ids): the shipped loss is >= it pointwise, so a bound on the
+    shipped loss's R bounds it; the broken count is <= it, and with tied probabilities far below it.
+    """
+    targets = np.broadcast_to(np.arange(model_probs.shape[1]), model_probs.shape)
+    if ties == "against":
+        rank = pessimistic_rank(
+            np.broadcast_to(model_probs[:, None, :], (*model_probs.shape, model_probs.shape[1])), targets
+        )
+    elif ties == "as-hits":
+        rank = np.sum(model_probs[:, None, :] > model_probs[:, :, None], axis=-1)
+    else:
+        raise ValueError(f"ties must be 'against' or 'as-hits', got {ties!r}")
+    mass_in_top = np.sort(model_probs, axis=1)[:, ::-1][:, :k].sum(axis=1)
     return TokenTables(
-        loss=err,
-        expected_loss=np.sum(chain.transition * err, axis=1),
+        loss=topk_error(rank, k),
+        expected_loss=np.sum(chain.transition * decoder_topk_error(model_probs, k), axis=1),
         centring=np.clip(1.0 - mass_in_top, 0.0, 1.0),
         a=0.0,
         delta_range=1.0,
     )
 
 
-def lotfi_reference_bound(
-    units: np.ndarray | None,
-    exact_mean: np.ndarray | None,
-    *,
-    a: float,
-    delta_range: float,
-    complexity_nats: float,
-    m: int,
-    delta1: float,
-    delta2: float = 0.0,
-    ucb: str = "hoeffding",
-    complexity_scale: float = 1.0,
-) -> np.ndarray:
-    """The paper's bound, batched over leading axes: UCB_delta2(units) (or the exact mean) + martingale."""
-    martingale = delta_range * math.sqrt((complexity_nats + math.log(1.0 / delta1)) / (2.0 * m))
-    if units is None:
-        return np.asarray(exact_mean) + complexity_scale * martingale
-    return np.asarray(get_ucb(ucb)(units, a, a + delta_range, delta2)) + complexity_scale * martingale
+def tied_predictor(model_probs: np.ndarray, grid: float) -> np.ndarray:
+    """Probabilities rounded down to multiples of `grid` and renormalised: many exactly tied values per row (all
+    the tokens below one grid step tie at 0); a row with nothing left becomes uniform (all V tied)."""
+    q = np.floor(model_probs / grid) * grid
+    q[q.sum(axis=1) == 0] = 1.0
+    return q / q.sum(axis=1, keepdims=True)
 
 
 @dataclass(frozen=True)
@@ -198,8 +219,18 @@ class Setting:
     # shard, so a shard's last block may be shorter, and blocks are drawn in proportion to their length: the
     # pipeline's block mode on a real corpus.
     shards: tuple[int, ...] | None = None
+    # Memorisation: the predictor is fitted on `memorised` training positions per corpus, drawn from the training
+    # stream (tokenbounds.streams.TRAIN_WINDOWS) of the trial's seed: at each it moves weight `memorise_weight` onto
+    # the token that occurred there. Needs support = 2 (one bit per memorised token: complexity_nats >= memorised
+    # ln 2). Token units are then drawn from the bound's own stream (BOUND_UNITS); the broken variant
+    # ".../same-stream" draws them from the training stream, i.e. re-draws the training positions.
+    memorised: int = 0
+    memorise_weight: float = 0.9
+    tie_grid: float | None = None  # the predictor's probabilities rounded down to this grid (tied_predictor)
 
     def __post_init__(self):
+        if self.memorised and (self.support != 2 or self.complexity_nats < self.memorised * math.log(2.0)):
+            raise ValueError("memorisation needs support = 2 and complexity_nats >= memorised * ln 2")
         if self.shards is None and self.m % self.block:
             raise ValueError("m must be a multiple of the block size (or give the shard lengths)")
         if self.shards is not None and sum(self.shards) != self.m:
@@ -293,6 +324,42 @@ SETTINGS = {
         block=64,
         delta=0.1,
     ),
+    # An over-fitted predictor: on 200 training positions per corpus (the trainer's stream) it puts 0.9 on the token
+    # that occurred there (one bit each, so log 1/P(h) = 200 ln 2). The sample must come from the bound's own stream;
+    # drawn from the training stream it re-draws the memorised positions and the estimate collapses.
+    "memorise-V50": Setting(
+        name="memorise-V50",
+        vocab_size=50,
+        order=1,
+        concentration=30.0,
+        support=2,
+        temperature=1.0,
+        noise=0.0,
+        alphas=(0.01,),
+        m=10000,
+        samples=200,
+        block=50,
+        delta=0.1,
+        memorised=200,
+        complexity_nats=200 * math.log(2.0),
+    ),
+    # Tied probabilities: the predictor rounded down to multiples of 0.1, so most tokens of a row tie at 0 (and rows
+    # with no value >= 0.1 are uniform). Top-5 with ties counted as hits calls a target among the ~45 tokens tied at
+    # the bottom a hit; the shipped rule counts every tied token ahead of it.
+    "tied-V50": Setting(
+        name="tied-V50",
+        vocab_size=50,
+        order=1,
+        concentration=0.1,
+        temperature=1.0,
+        noise=0.3,
+        alphas=(0.01, 0.1),
+        m=2000,
+        samples=200,
+        block=20,
+        delta=0.1,
+        tie_grid=0.1,
+    ),
 }
 
 METHODS = (
@@ -311,7 +378,24 @@ BROKEN_METHODS = (
     "eb/exhaustive/half-complexity",
     "eb/exhaustive/no-variance-term",
     "eb/token/plug-in",
+    "eb/token/betting/same-stream",
+    "eb-topk/token/betting/ties-as-hits",
 )
+
+
+def applicable(setting: Setting, method: str) -> bool:
+    """same-stream needs a memorising predictor; top-k is not simulated for one (its top k moves with x_i)."""
+    if method.endswith("/same-stream"):
+        return setting.memorised > 0
+    if method.startswith("eb-topk"):
+        return setting.memorised == 0
+    return True
+
+
+def _table_key(method: str) -> str:
+    if method.startswith("eb-topk"):
+        return "topk-as-hits" if method.endswith("/ties-as-hits") else "topk"
+    return "loss"
 
 
 @dataclass
@@ -322,75 +406,66 @@ class _Tally:
     excess: list = field(default_factory=list)  # per trial: mean over alphas of bound - est
 
 
-def _eb_exhaustive_batch(
-    mean_loss, mean_sq, t: TokenTables, s: Setting, delta1, drop_variance=False, complexity_scale=1.0
-):
-    lam = np.asarray(s.lambdas)
-    log_term = complexity_scale * (s.complexity_nats + math.log(lam.size / delta1))
-    ratio = 0.0 if drop_variance else psi(lam) / lam
-    bounds = mean_loss[:, None] + t.delta_range * (ratio * mean_sq[:, None] + log_term / (lam * s.m))
-    return bounds.min(axis=1)
+def _method_bound(method, units_loss, units_sq, token_loss, token_sq, t, s, split):
+    """(bound, point estimate) for one method and one statistic, each of shape (trials,).
 
-
-def _method_bound(method, units_loss, units_sq, token_loss, token_sq, t, s, d1, d2):
-    """(bound, point estimate) for one method and one alpha, each of shape (trials,)."""
-    family, unit = method.split("/")[:2]
-    rest = method.split("/")[2:]
+    Every bound is `statistic_bound`, the pipeline's function; a broken variant only changes its inputs:
+    half-complexity = 4 m (lotfi: Delta sqrt(x / (2 * 4m)) is half the term) or 2 m (eb: L / (lambda 2m));
+    no-variance-term = unit means of ((c - l)/Delta)^2 of zero; plug-in = the exhaustive branch fed the subsample
+    means; same-stream = units drawn from the training stream; ties-as-hits = the table of the broken top-k count.
+    """
+    parts = method.split("/")
+    family, unit = parts[0].replace("eb-topk", "eb"), parts[1]
+    variant = parts[2] if unit == "exhaustive" and len(parts) > 2 else (parts[3] if len(parts) > 3 else None)
+    common = {
+        "a": t.a,
+        "delta_range": t.delta_range,
+        "complexity_nats": s.complexity_nats,
+        "m": s.m,
+        "delta1": split.delta1,
+        "lambdas": s.lambdas,
+    }
+    if variant == "half-complexity":
+        common["m"] = 4 * s.m if family == "lotfi" else 2 * s.m
     if unit == "exhaustive":
         mean_loss, mean_sq = token_loss.mean(axis=1), token_sq.mean(axis=1)
-        if family == "lotfi":
-            scale = 0.5 if rest == ["half-complexity"] else 1.0
-            bound = lotfi_reference_bound(
-                None,
-                mean_loss,
-                a=t.a,
-                delta_range=t.delta_range,
-                complexity_nats=s.complexity_nats,
-                m=s.m,
-                delta1=d1,
-                complexity_scale=scale,
-            )
-        else:
-            bound = _eb_exhaustive_batch(
-                mean_loss,
-                mean_sq,
-                t,
-                s,
-                d1,
-                drop_variance=rest == ["no-variance-term"],
-                complexity_scale=0.5 if rest == ["half-complexity"] else 1.0,
-            )
-        return bound, mean_loss
-    loss, sq = units_loss[unit], units_sq[unit]
-    ucb = rest[0]
-    if ucb == "plug-in":  # broken on purpose: no subsampling term at all
-        return _eb_exhaustive_batch(loss.mean(axis=1), sq.mean(axis=1), t, s, d1), loss.mean(axis=1)
-    if family == "lotfi":
-        bound = lotfi_reference_bound(
-            loss,
-            None,
-            a=t.a,
-            delta_range=t.delta_range,
-            complexity_nats=s.complexity_nats,
-            m=s.m,
-            delta1=d1,
-            delta2=d2,
-            ucb=ucb,
-        )
-        return bound, loss.mean(axis=1)
-    bound, _, _ = eb_bounds_batch(
-        loss,
-        sq,
-        a=t.a,
-        delta_range=t.delta_range,
-        complexity_nats=s.complexity_nats,
-        m=s.m,
-        lambdas=s.lambdas,
-        delta1=d1,
-        delta2=d2,
-        ucb=ucb,
-    )
-    return bound, loss.mean(axis=1)
+        if variant == "no-variance-term":
+            mean_sq = np.zeros_like(mean_sq)
+        return statistic_bound(family, mean_loss, mean_sq, **common).bound, mean_loss
+    key = unit + ("/same-stream" if variant == "same-stream" else "")
+    loss, sq = units_loss[key], units_sq[key]
+    if parts[2] == "plug-in":  # broken on purpose: the subsample means taken as the exact R_hat and v
+        return statistic_bound(family, loss.mean(axis=1), sq.mean(axis=1), **common).bound, loss.mean(axis=1)
+    b = statistic_bound(family, loss, sq, delta2=split.delta2, ucb=parts[2], **common)
+    return b.bound, b.empirical
+
+
+def memorised_positions(s: Setting, trial_seeds) -> np.ndarray:
+    """(trials, memorised): the training positions of each trial, from its training stream."""
+    return np.stack([stream(int(seed), TRAIN_WINDOWS).integers(0, s.m, size=s.memorised) for seed in trial_seeds])
+
+
+def token_draws(s: Setting, trial_seeds, purpose: str) -> np.ndarray:
+    """(trials, samples): the bound's uniform token positions of each trial, from the stream of `purpose`."""
+    return np.stack([stream(int(seed), purpose).integers(0, s.m, size=s.samples) for seed in trial_seeds])
+
+
+def memorised_values(chain: MarkovChain, model, s: Setting, alpha, states, tokens, positions):
+    """At the memorised positions, per trial: (loss, ((c - l)/Delta)^2, E[l | x_<i]), each of shape (trials, n).
+
+    There h predicts q' = (1 - w) q(. | s_i) + w 1[y = x_i]: a fixed function of (position, context) once its bit
+    per position is fixed, so E[l_i | x_<i] = sum_y P(y | s_i) l_q'(y) and the centring is the entropy of q'.
+    """
+    rows = np.arange(states.shape[0])[:, None]
+    st, tok = states[rows, positions], tokens[rows, positions]
+    q = (1.0 - s.memorise_weight) * model[st]
+    hit = np.take_along_axis(q, tok[..., None], -1) + s.memorise_weight
+    np.put_along_axis(q, tok[..., None], hit, axis=-1)
+    _, width = loss_range(alpha, s.vocab_size)
+    every = smoothed_bits(np.log(q), alpha, s.vocab_size)  # (trials, n, V): the loss of each possible next token
+    loss = np.take_along_axis(every, tok[..., None], -1)[..., 0]
+    centring = smoothed_entropy_bits(q, alpha)
+    return loss, ((centring - loss) / width) ** 2, np.sum(chain.transition[st] * every, axis=-1)
 
 
 def run_setting(
@@ -398,12 +473,16 @@ def run_setting(
 ) -> dict:
     """Violation rates of each method over n_trials seeded corpora; returns a JSON-ready dict."""
     s = setting
+    methods = [meth for meth in methods if applicable(s, meth)]
     setup_rng = np.random.default_rng([s.seed, 12345])  # the source and the predictor: fixed per setting
     chain = random_markov_chain(s.vocab_size, s.order, s.concentration, setup_rng, support=s.support)
     model = perturbed_predictor(chain, setup_rng, s.temperature, s.noise)
+    if s.tie_grid is not None:
+        model = tied_predictor(model, s.tie_grid)
     tables = {("loss", alpha): loss_tables(chain, model, alpha) for alpha in s.alphas}
-    if any(meth.startswith("eb-topk") for meth in methods):
-        tables[("topk", s.topk)] = topk_tables(chain, model, s.topk)
+    for kind, ties in (("topk", "against"), ("topk-as-hits", "as-hits")):
+        if any(_table_key(meth) == kind for meth in methods):
+            tables[(kind, s.topk)] = topk_tables(chain, model, s.topk, ties=ties)
     tallies = {meth: _Tally() for meth in methods}
     rng = np.random.default_rng([seed, s.seed])
     starts, lengths = block_layout(s)
@@ -417,12 +496,22 @@ def run_setting(
             block_idx = rng.integers(0, n_blocks, size=(c, s.samples))
         else:  # in proportion to length, so the mean of the drawn block means estimates the token mean
             block_idx = rng.choice(n_blocks, size=(c, s.samples), p=lengths / s.m)
+        if s.memorised:
+            trial_seeds = seed * 10**7 + done + np.arange(c)
+            memorised = memorised_positions(s, trial_seeds)
+            token_idx = token_draws(s, trial_seeds, BOUND_UNITS)  # the bound's own stream: independent of training
+            same_stream_idx = token_draws(s, trial_seeds, TRAIN_WINDOWS)  # broken: re-draws the training positions
         per_method = {meth: ([], [], []) for meth in methods}
-        for (kind, _), t in tables.items():
+        rows = np.arange(c)[:, None]
+        for (kind, alpha), t in tables.items():
             token_loss = t.loss[states, tokens]
-            risk = t.expected_loss[states].mean(axis=1)  # R, exactly
+            expected = t.expected_loss[states]
             token_sq = ((t.centring[states] - token_loss) / t.delta_range) ** 2
-            rows = np.arange(c)[:, None]
+            if s.memorised:
+                mem_loss, mem_sq, mem_expected = memorised_values(chain, model, s, alpha, states, tokens, memorised)
+                token_loss[rows, memorised], token_sq[rows, memorised] = mem_loss, mem_sq
+                expected[rows, memorised] = mem_expected
+            risk = expected.mean(axis=1)  # R, exactly
             units_loss = {
                 "token": token_loss[rows, token_idx],
                 "block": (np.add.reduceat(token_loss, starts, axis=1) / lengths)[rows, block_idx],
@@ -431,15 +520,15 @@ def run_setting(
                 "token": token_sq[rows, token_idx],
                 "block": (np.add.reduceat(token_sq, starts, axis=1) / lengths)[rows, block_idx],
             }
+            if s.memorised:
+                units_loss["token/same-stream"] = token_loss[rows, same_stream_idx]
+                units_sq["token/same-stream"] = token_sq[rows, same_stream_idx]
             n_stats = len(s.alphas) if kind == "loss" else 1
             for meth in methods:
-                if meth.startswith("eb-topk") != (kind == "topk"):
+                if _table_key(meth) != kind:
                     continue
-                exhaustive = meth.split("/")[1] == "exhaustive"
-                d1 = s.delta / n_stats if exhaustive else s.delta / (2 * n_stats)
-                d2 = 0.0 if exhaustive else s.delta / (2 * n_stats)
-                meth_for_bound = meth.replace("eb-topk", "eb")
-                bound, est = _method_bound(meth_for_bound, units_loss, units_sq, token_loss, token_sq, t, s, d1, d2)
+                split = report_delta_split(s.delta, n_stats, subsampled=meth.split("/")[1] != "exhaustive")
+                bound, est = _method_bound(meth, units_loss, units_sq, token_loss, token_sq, t, s, split)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     per_method[meth][0].append((risk - est) / (bound - est))
                 per_method[meth][1].append(bound - est)

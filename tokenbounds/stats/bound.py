@@ -1,0 +1,230 @@
+"""One statistic's bound, the one function the pipeline and the coverage simulation both call, and the delta split.
+
+`statistic_bound` turns one statistic's per-unit values (or, when every token was scored, its exact means) into
+the numbers of a report row: the empirical value, the complexity (martingale) term, eb's variance term, the
+subsampling term, and the bound, clipped at the top of the loss range. It batches over leading axes: the pipeline
+passes one row of s units, the simulation thousands of trials at once.
+
+Notation: losses in [a, a + Delta], m tokens, C = log 1/P(h) in nats, delta1 / delta2 the martingale / subsampling
+shares of ONE statistic (from `report_delta_split`), s sampled units in sampling order.
+
+lotfi (Lotfi et al. 2024, Theorem 1; `tokenbounds.stats.lotfi`): with probability >= 1 - delta1 - delta2
+
+    R <= UCB_delta2(units) + Delta * sqrt((C + ln 1/delta1) / (2 m)),
+
+where UCB is the chosen subsampling bound on R_hat (hoeffding: mean + Delta sqrt(ln(1/delta2) / (2 s))). When
+exhaustive, UCB is the exact R_hat and delta2 = 0. Reported: empirical = mean of the units (or R_hat), subsampling
+term = UCB - empirical, complexity term = the martingale term, variance term = 0.
+
+eb (`tokenbounds.stats.eb`, where the theorem is derived): with L = C + ln(|Lambda| / delta1), psi(lambda) =
+-ln(1 - lambda) - lambda and Z(lambda) = l + Delta (psi(lambda)/lambda) ((c - l)/Delta)^2,
+
+    R <= min over lambda in Lambda of  UCB_{delta2/|Lambda|}(Z(lambda) units) + Delta L / (lambda m).
+
+Reported at the minimising lambda: empirical = mean unit loss, variance term = Delta (psi/lambda) * mean_sq,
+subsampling term = UCB(Z) - empirical - variance term, complexity term = Delta L / (lambda m). When exhaustive the
+means are exact and the subsampling term is 0.
+
+Clipping. Every loss is at most a + Delta, so R <= a + Delta always: a bound above it is replaced by a + Delta
+(flagged `clipped`); the terms keep their unclipped values, so bound = min(sum of the terms, a + Delta).
+
+The deliberately broken variants of the coverage simulation are expressed through these inputs, never through a
+second formula: half of lotfi's martingale term = pass 4 m; half of eb's L / (lambda m) = pass 2 m; no variance
+term = unit_sq of zeros; plug-in = the exhaustive branch (ucb=None) fed subsample means.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenbounds.stats.eb import check_lambda_grid, eb_bound_exhaustive, eb_bounds_batch, psi
+from tokenbounds.stats.lotfi import martingale_term, split_delta
+from tokenbounds.stats.subsample import get_ucb
+
+METHODS = ("lotfi", "eb")
+
+
+@dataclass(frozen=True)
+class StatisticBound:
+    """A statistic's bound and its terms, each of the batch shape (0-d for one row)."""
+
+    bound: np.ndarray  # min(unclipped, a + Delta)
+    unclipped: np.ndarray  # empirical + complexity + variance + subsampling
+    empirical: np.ndarray
+    complexity_term: np.ndarray
+    variance_term: np.ndarray  # 0 for lotfi
+    subsampling_term: np.ndarray  # 0 when exhaustive
+    lam: np.ndarray | None  # eb: the minimising grid value
+    mean_sq: np.ndarray | None  # eb: mean of ((c - l)/Delta)^2 over the units (or exact)
+    clipped: np.ndarray  # bool: the bound was clipped at a + Delta
+
+    def row(self) -> dict:
+        """The report row's numbers (one statistic, 0-d batch)."""
+        out = {
+            "empirical": float(self.empirical),
+            "complexity_term": float(self.complexity_term),
+            "variance_term": float(self.variance_term),
+            "subsampling_term": float(self.subsampling_term),
+            "bound": float(self.bound),
+            "clipped": bool(self.clipped),
+        }
+        if self.lam is not None:
+            out["lambda"] = float(self.lam)
+            out["mean_sq"] = float(self.mean_sq)
+        return out
+
+
+def statistic_bound(
+    method: str,
+    unit_loss,
+    unit_sq=None,
+    *,
+    a: float,
+    delta_range: float,
+    complexity_nats: float,
+    m: int,
+    delta1: float,
+    delta2: float | None = None,
+    ucb: str | None = None,
+    lambdas=None,
+) -> StatisticBound:
+    """The bound of one statistic (batched over leading axes).
+
+    Sampled (ucb given): unit_loss, unit_sq of shape (..., s), one value per sampled unit in sampling order
+    (unit_sq: the unit's mean of ((c - l)/Delta)^2, eb only); delta2 is this statistic's subsampling share.
+    Exhaustive (ucb None): unit_loss, unit_sq are the exact means over all m tokens, shape (...); delta2 unused.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    sampled = ucb is not None
+    if sampled and delta2 is None:
+        raise ValueError("a sampled bound needs its subsampling share delta2")
+    loss = np.asarray(unit_loss, dtype=np.float64)
+    top = a + delta_range
+    if method == "lotfi":
+        complexity = martingale_term(delta_range, complexity_nats, m, delta1)
+        if sampled:
+            empirical = loss.mean(axis=-1)
+            subsampling = np.asarray(get_ucb(ucb)(loss, a, top, delta2)) - empirical
+        else:
+            empirical, subsampling = loss, np.zeros(loss.shape)
+        shape = np.shape(empirical)
+        complexity, variance = np.full(shape, complexity), np.zeros(shape)
+        lam = mean_sq = None
+    else:
+        if unit_sq is None:
+            raise ValueError("the eb bound needs the per-unit mean squares ((c - l)/Delta)^2")
+        sq = np.asarray(unit_sq, dtype=np.float64)
+        grid = check_lambda_grid(lambdas)
+        if sampled:
+            bound, best, ucb_z = eb_bounds_batch(
+                loss,
+                sq,
+                a=a,
+                delta_range=delta_range,
+                complexity_nats=complexity_nats,
+                m=m,
+                lambdas=grid,
+                delta1=delta1,
+                delta2=delta2,
+                ucb=ucb,
+            )
+            lam = grid[best]
+            empirical, mean_sq = loss.mean(axis=-1), sq.mean(axis=-1)
+            variance = delta_range * psi(lam) / lam * mean_sq
+            complexity = bound - ucb_z  # = Delta L / (lam m), as eb_bounds_batch added it
+            subsampling = ucb_z - empirical - variance
+        else:
+            if loss.shape != sq.shape:
+                raise ValueError(f"exact means of different shapes: {loss.shape}, {sq.shape}")
+            lam, complexity, variance = (np.empty(loss.shape) for _ in range(3))
+            for idx in np.ndindex(loss.shape):
+                b = eb_bound_exhaustive(
+                    float(loss[idx]),
+                    float(sq[idx]),
+                    a=a,
+                    delta_range=delta_range,
+                    complexity_nats=complexity_nats,
+                    m=m,
+                    lambdas=grid,
+                    delta1=delta1,
+                )
+                lam[idx], complexity[idx], variance[idx] = b.lam, b.complexity_term, b.variance_term
+            empirical, mean_sq, subsampling = loss, sq, np.zeros(loss.shape)
+    unclipped = empirical + complexity + variance + subsampling
+    return StatisticBound(
+        bound=np.minimum(unclipped, top),
+        unclipped=unclipped,
+        empirical=empirical,
+        complexity_term=complexity,
+        variance_term=variance,
+        subsampling_term=subsampling,
+        lam=lam,
+        mean_sq=mean_sq,
+        clipped=unclipped > top,
+    )
+
+
+@dataclass(frozen=True)
+class ReportSplit:
+    """The delta of a whole report: per statistic, the martingale share delta1 and the subsampling share delta2."""
+
+    delta: float
+    n_statistics: int
+    subsampled: bool
+    data_choice_bits: float
+    martingale_total: float
+    subsampling_total: float
+
+    @property
+    def delta1(self) -> float:
+        return self.martingale_total / self.n_statistics
+
+    @property
+    def delta2(self) -> float:
+        """Per statistic and per data-dependent option: (subsampling share) / 2**data_choice_bits."""
+        return self.subsampling_total / self.n_statistics / 2.0**self.data_choice_bits
+
+    def as_dict(self) -> dict:
+        out = {
+            "delta": self.delta,
+            "n_statistics": self.n_statistics,
+            "martingale_total": self.martingale_total,
+            "subsampling_total": self.subsampling_total,
+            "martingale_per_statistic": self.delta1,
+            "subsampling_per_statistic": self.delta2,
+            "data_choice_bits": self.data_choice_bits,
+        }
+        if self.subsampled and self.data_choice_bits > 0:
+            out["subsampling_divided_by"] = 2.0**self.data_choice_bits
+            out["subsampling_division_reason"] = (
+                "an option chosen after seeing the data (--extra-bits, a quantized manifest's extra bits) may have "
+                "been chosen by its bound, hence by its subsample: a union over the 2**data_choice_bits options"
+            )
+        return out
+
+
+def report_delta_split(
+    delta: float, n_statistics: int, *, subsampled: bool, data_choice_bits: float = 0.0
+) -> ReportSplit:
+    """The one delta split of a report (the pipeline's and the simulation's).
+
+    delta is divided equally over the n_statistics reported numbers (every alpha, every k); when units are
+    subsampled, half of it goes to the martingale terms and half to the subsampling terms (`lotfi.split_delta`),
+    otherwise all of it to the martingale terms. A choice made after seeing the data among 2**b options (b =
+    data_choice_bits) is paid in the prior for the martingale term (b bits in log 1/P(h)), but the subsampling term
+    is a statement about the subsample given h, and such a choice may have depended on the subsample: a union over
+    the 2**b options divides each statistic's delta2 by 2**b. The totals still add up to delta.
+    """
+    if not (math.isfinite(data_choice_bits) and data_choice_bits >= 0):
+        raise ValueError(f"data_choice_bits must be >= 0, got {data_choice_bits}")
+    base = split_delta(delta, n_statistics, subsampled=subsampled)
+    return ReportSplit(
+        delta=delta,
+        n_statistics=n_statistics,
+        subsampled=subsampled,
+        data_choice_bits=float(data_choice_bits) if subsampled else 0.0,
+        martingale_total=base.martingale_total,
+        subsampling_total=base.subsampling_total,
+    )
