@@ -9,6 +9,7 @@ import torch
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.units import block_ids, block_unit, exhaustive_block_units, sample_blocks
 from tokenbounds.models.scorer import _target_stats
+from tokenbounds.stats.eb import default_lambda_grid
 from tokenbounds.stats.smoothing import loss_range
 
 from .conftest import EOT, write_shards
@@ -80,7 +81,7 @@ def test_eb_block_betting_end_to_end(tiny_gpt2, tiny_corpus, tmp_path, capsys):
     assert "variance" in out and "betting UCB" in out
     block = json.loads(out_block.read_text())
     assert block["subsample_ucb"] == "betting" and block["stride"] == 16 and "block" in block["context_rule"]
-    assert len(block["lambdas"]) == 20
+    assert len(block["lambdas"]) == len(default_lambda_grid()) == 42  # (was 20 geometric)
     eb_exh = args_for(tiny_gpt2, tiny_corpus, "--method", "eb", "--mode", "exhaustive", "--rule", "block", *common)
     code, _, err = run_cli([*eb_exh, "--json", str(out_exh)], capsys)
     assert code == 0, err

@@ -118,10 +118,12 @@ def test_the_harness_bound_is_the_shipped_function_and_the_papers_formula():
     t = loss_tables(random_markov_chain(5, 1, 1.0, np.random.default_rng(0)), np.full((5, 5), 0.2), 0.5)
     t = type(t)(t.loss, t.expected_loss, t.centring, a, delta_range)
     units = {"token": np.full((1, 10000), 4.0)}
-    split = report_delta_split(0.04, 1, subsampled=True)  # delta1 = delta2 = 0.02
+    split = report_delta_split(0.04, 1, complexity_nats=1000.0, m=10**9, s=10000)
+    d1, d2 = split.delta1, split.delta2
+    assert d1 + d2 == pytest.approx(0.04)
     bound, _ = _method_bound("lotfi/token/hoeffding", units, units, None, None, t, s, split)
     expected = 4.0 + delta_range * (
-        math.sqrt((1000 + math.log(50)) / (2 * 10**9)) + math.sqrt(math.log(50) / (2 * 10000))
+        math.sqrt((1000 + math.log(1 / d1)) / (2 * 10**9)) + math.sqrt(math.log(1 / d2) / (2 * 10000))
     )
     assert float(bound[0]) == pytest.approx(expected, rel=1e-12)
     # the broken variants change only the shipped function's inputs: half the martingale term is m -> 4m
@@ -130,7 +132,7 @@ def test_the_harness_bound_is_the_shipped_function_and_the_papers_formula():
     half, _ = _method_bound(
         "lotfi/exhaustive/half-complexity", None, None, exact["token"], exact["token"] * 0, t, s, split
     )
-    martingale = delta_range * math.sqrt((1000 + math.log(50)) / (2 * 10**9))
+    martingale = delta_range * math.sqrt((1000 + math.log(1 / d1)) / (2 * 10**9))
     assert float(full[0]) == pytest.approx(4.0 + martingale) and float(half[0]) == pytest.approx(4.0 + martingale / 2)
     eb = statistic_bound(
         "eb",
@@ -140,7 +142,7 @@ def test_the_harness_bound_is_the_shipped_function_and_the_papers_formula():
         delta_range=delta_range,
         complexity_nats=1000.0,
         m=2 * 10**9,
-        delta1=0.02,
+        delta1=d1,
         lambdas=s.lambdas,
     )
     eb_half, _ = _method_bound(

@@ -7,18 +7,20 @@ import pytest
 from scipy import stats
 
 from tokenbounds.stats.bound import report_delta_split, statistic_bound
-from tokenbounds.stats.lotfi import martingale_term, split_delta
+from tokenbounds.stats.lotfi import martingale_term
 
 
 def test_split_adds_up_and_divides_over_every_statistic():
-    split = split_delta(0.05, 20, subsampled=True)
-    assert split.martingale * 20 + split.subsampling * 20 == pytest.approx(0.05)
-    assert split.martingale == pytest.approx(0.05 / 2 / 20)
-    exhaustive = split_delta(0.05, 20, subsampled=False)
-    assert exhaustive.martingale == pytest.approx(0.05 / 20) and exhaustive.subsampling == 0.0
+    scale = {"complexity_nats": 5000.0, "m": 10**6}
+    split = report_delta_split(0.05, 20, s=4000, **scale)
+    assert split.delta1 * 20 + split.delta2 * 20 == pytest.approx(0.05)
+    assert split.delta1 == pytest.approx(0.05 / 20 * split.martingale_share)
+    assert 0.0 < split.martingale_share < 0.5  # a large C needs little delta in the martingale term
+    exhaustive = report_delta_split(0.05, 20, s=None, **scale)
+    assert exhaustive.delta1 == pytest.approx(0.05 / 20) and exhaustive.delta2 == 0.0
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError):
-            split_delta(bad, 3, subsampled=True)
+            report_delta_split(bad, 3, s=100, **scale)
 
 
 def test_bound_terms_hand_computed():
@@ -47,14 +49,16 @@ def test_bound_is_clipped_at_the_top_of_the_loss_range_and_batches():
 
 
 def test_report_split_divides_the_subsampling_share_over_data_choices():
-    split = report_delta_split(0.05, 20, subsampled=True, data_choice_bits=3.0)
-    assert split.delta1 == pytest.approx(0.05 / 2 / 20) and split.delta2 == pytest.approx(0.05 / 2 / 20 / 8)
+    scale = {"complexity_nats": 100.0, "m": 10**5}
+    plain = report_delta_split(0.05, 20, s=1000, **scale)
+    split = report_delta_split(0.05, 20, s=1000, data_choice_bits=3.0, **scale)
+    assert split.delta1 == pytest.approx(plain.delta1) and split.delta2 == pytest.approx(plain.delta2 / 8)
     record = split.as_dict()
     assert record["subsampling_divided_by"] == 8.0 and "union" in record["subsampling_division_reason"]
     assert record["martingale_total"] + record["subsampling_total"] == pytest.approx(0.05)
-    assert report_delta_split(0.05, 20, subsampled=False, data_choice_bits=3.0).delta1 == pytest.approx(0.05 / 20)
+    assert report_delta_split(0.05, 20, s=None, data_choice_bits=3.0, **scale).delta1 == pytest.approx(0.05 / 20)
     with pytest.raises(ValueError):
-        report_delta_split(0.05, 20, subsampled=True, data_choice_bits=-1.0)
+        report_delta_split(0.05, 20, s=1000, data_choice_bits=-1.0, **scale)
 
 
 def test_hoeffding_subsampling_term_is_a_valid_upper_confidence_bound_by_simulation():

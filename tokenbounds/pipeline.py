@@ -43,8 +43,10 @@ from tokenbounds.errors import UserError
 from tokenbounds.hypothesis import load_any
 from tokenbounds.models.hf import check_device
 from tokenbounds.models.scorer import score_units
+from tokenbounds.report.io import check_finite
 from tokenbounds.stats.bound import report_delta_split, statistic_bound
 from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid
+from tokenbounds.stats.nll import unsmoothed_nll
 from tokenbounds.stats.prior import complexity_nats
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.subsample import UCBS
@@ -82,13 +84,14 @@ class BoundRequest:
     extra_bits: float = 0.0
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
     ks: tuple[int, ...] = DEFAULT_KS
-    lambdas: tuple[float, ...] | None = None  # eb: the lambda grid (default: 20 geometric values in [1e-4, 0.9])
+    lambdas: tuple[float, ...] | None = None  # eb: the lambda grid (default: stats.eb.default_lambda_grid)
     subsample_ucb: str = DEFAULT_UCB
     compute_dtype: str = "float32"
     device: str = "cpu"
     quip_sharp: str | None = None  # a quip-sharp checkout, for QuIP# checkpoints
     quip_python: str | None = None  # the Python of quip-sharp's environment (default: this one)
     batch_tokens: int = 8192
+    verify_data: bool = False  # re-hash every shard and check every id before scoring (one full read)
     progress: bool = True
 
     def __post_init__(self):
@@ -235,6 +238,8 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
     model = load_any(req.model, req.compute_dtype, req.device, verified, req.quip_sharp, req.quip_python)
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
+    if req.verify_data:  # opt-in: one full read of the corpus (hashes against prepare's, every id against V)
+        corpus.verify(vocab, progress=req.progress)
     check_context(req.context, model.max_positions)
     message_bits, extra_bits, prior_info = _prior(req, verified[1] if verified else None)
     nats = complexity_nats(message_bits, extra_bits)
@@ -260,11 +265,17 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
     sampled = plan.draws is not None
     s = len(plan.draws) if sampled else None
     n_statistics = len(req.alphas) + len(req.ks)
+    lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
     split = report_delta_split(
-        req.delta, n_statistics, subsampled=sampled, data_choice_bits=prior_info.get("data_choice_bits", 0.0)
+        req.delta,
+        n_statistics,
+        complexity_nats=nats,
+        m=m,
+        s=s,
+        n_points=len(lambdas) + 1 if eb else 1,
+        data_choice_bits=prior_info.get("data_choice_bits", 0.0),
     )
     counts = np.bincount(scores.unit).astype(np.float64)
-    lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
     units_loss, units_sq = [], []
 
     def row(statistic: str, param: dict, loss: np.ndarray, centring: np.ndarray | None, a: float, width: float):
@@ -345,10 +356,16 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
             "smoothing": "p_h = (1 - alpha) p_model + alpha / V, one hypothesis per alpha",
             "context_rule": plan.rule,
         },
-        "data": {"path": str(req.data), "shards": len(corpus.shards), "n_tokens": m, "eot": corpus.eot},
+        "data": {
+            "path": str(req.data),
+            "shards": len(corpus.shards),
+            "n_tokens": m,
+            "eot": corpus.eot,
+            "verification": corpus.verification(every_token_read=not sampled),
+        },
         "results": results,
         "best_bits_per_token": {"alpha": best["alpha"], "bound": best["bound"], "empirical": best["empirical"]},
-        "mean_nll_bits_unsmoothed": float(-np.mean(scores.logp) / math.log(2.0)),
+        **unsmoothed_nll(scores.logp),  # null, with a count, where the model gave a target probability 0
         "timing": {
             "score_seconds": seconds,
             "scored_targets": n_scored,
@@ -357,4 +374,5 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
             "input_tokens_per_second": scores.input_tokens / seconds if seconds > 0 else None,
         },
     }
+    check_finite(report)  # a NaN or infinity here is a bug: refuse it rather than print or write it
     return report, units

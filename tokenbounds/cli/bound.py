@@ -140,7 +140,8 @@ def add_parser(sub):
         "--lambdas",
         type=_floats,
         metavar="L1,L2,...",
-        help="eb: the lambda grid in (0, 1), fixed in advance (default: 20 geometric values from 1e-4 to 0.9)",
+        help="eb: the lambda grid in (0, 1), fixed in advance (default: 42 values from 1e-4 to 0.9, uniform in "
+        "logit, so rounding to the grid costs < 1%%)",
     )
     p.add_argument("--alphas", type=_floats, default=DEFAULT_ALPHAS, metavar="A1,A2,...", help="smoothing weights")
     p.add_argument("--topk", type=_ints, default=DEFAULT_KS, metavar="K1,K2,...", help="k values for top-k error")
@@ -177,6 +178,12 @@ def add_parser(sub):
         "sampling order, so each row can be recomputed",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing --json / --units-out file")
+    p.add_argument(
+        "--verify-data",
+        action="store_true",
+        help="before scoring, re-hash every shard against prepare's sha256 and check every token id against V (one "
+        "full read of the corpus; without it every token that is scored is checked, and the report says so)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
 
@@ -226,6 +233,7 @@ def run(args) -> int:
         quip_sharp=args.quip_sharp,
         quip_python=args.quip_python,
         batch_tokens=args.batch_tokens,
+        verify_data=args.verify_data,
         progress=not args.no_progress,
     )
     report, units = compute_bound_with_units(request)

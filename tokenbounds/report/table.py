@@ -25,7 +25,7 @@ def format_bound_table(report: dict) -> str:
             name, param = "top-k error", f"k={r['k']}"
         row = [name, param, _fmt(r["loss_range"]), _fmt(r["empirical"]), _fmt(r["complexity_term"])]
         if eb:
-            row += [_fmt(r["variance_term"]), f"{r['lambda']:.3g}"]
+            row += [_fmt(r["variance_term"]), "azuma" if r["lambda"] is None else f"{r['lambda']:.3g}"]
         rows.append((*row, _fmt(r["subsampling_term"]), _fmt(r["bound"]) + ("*" if r.get("clipped") else "")))
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(x).rjust(w) for x, w in zip(row, widths, strict=True)) for row in [header, *rows]]

@@ -16,14 +16,17 @@ where UCB is the chosen subsampling bound on R_hat (hoeffding: mean + Delta sqrt
 exhaustive, UCB is the exact R_hat and delta2 = 0. Reported: empirical = mean of the units (or R_hat), subsampling
 term = UCB - empirical, complexity term = the martingale term, variance term = 0.
 
-eb (`tokenbounds.stats.eb`, where the theorem is derived): with L = C + ln(|Lambda| / delta1), psi(lambda) =
--ln(1 - lambda) - lambda and Z(lambda) = l + Delta (psi(lambda)/lambda) ((c - l)/Delta)^2,
+eb (`tokenbounds.stats.eb`, where the theorem is derived): with N = |Lambda| + 1 candidates, L = C + ln(N / delta1),
+psi(lambda) = -ln(1 - lambda) - lambda and Z(lambda) = l + Delta (psi(lambda)/lambda) ((c - l)/Delta)^2,
 
-    R <= min over lambda in Lambda of  UCB_{delta2/|Lambda|}(Z(lambda) units) + Delta L / (lambda m).
+    R <= min( min over lambda in Lambda of  UCB_{delta2/N}(Z(lambda) units) + Delta L / (lambda m),
+              UCB_{delta2/N}(loss units) + Delta sqrt(L / (2 m)) )                  (the Azuma point)
 
-Reported at the minimising lambda: empirical = mean unit loss, variance term = Delta (psi/lambda) * mean_sq,
-subsampling term = UCB(Z) - empirical - variance term, complexity term = Delta L / (lambda m). When exhaustive the
-means are exact and the subsampling term is 0.
+The Azuma point is lotfi's bound inside eb's union, so eb is never looser than lotfi by more than the cost of that
+union. Reported at the minimising candidate (`point`: "lambda" or "azuma"): empirical = mean unit loss, variance
+term = Delta (psi/lambda) * mean_sq (0 at the Azuma point), subsampling term = UCB - empirical - variance term,
+complexity term = Delta L / (lambda m) (or Delta sqrt(L/(2m))). When exhaustive the means are exact and the
+subsampling term is 0.
 
 Clipping. Every loss is at most a + Delta, so R <= a + Delta always: a bound above it is replaced by a + Delta
 (flagged `clipped`); the terms keep their unclipped values, so bound = min(sum of the terms, a + Delta).
@@ -38,8 +41,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.stats.eb import check_lambda_grid, eb_bound_exhaustive, eb_bounds_batch, psi
-from tokenbounds.stats.lotfi import martingale_term, split_delta
+from tokenbounds.stats.eb import check_lambda_grid, eb_bounds_batch, eb_exhaustive_batch, psi
+from tokenbounds.stats.lotfi import martingale_term
+from tokenbounds.stats.split import choose_martingale_share
 from tokenbounds.stats.subsample import get_ucb
 
 METHODS = ("lotfi", "eb")
@@ -55,7 +59,7 @@ class StatisticBound:
     complexity_term: np.ndarray
     variance_term: np.ndarray  # 0 for lotfi
     subsampling_term: np.ndarray  # 0 when exhaustive
-    lam: np.ndarray | None  # eb: the minimising grid value
+    lam: np.ndarray | None  # eb: the minimising grid value (NaN where the Azuma point won); None for lotfi
     mean_sq: np.ndarray | None  # eb: mean of ((c - l)/Delta)^2 over the units (or exact)
     clipped: np.ndarray  # bool: the bound was clipped at a + Delta
 
@@ -70,7 +74,9 @@ class StatisticBound:
             "clipped": bool(self.clipped),
         }
         if self.lam is not None:
-            out["lambda"] = float(self.lam)
+            azuma = bool(np.isnan(self.lam))
+            out["point"] = "azuma" if azuma else "lambda"
+            out["lambda"] = None if azuma else float(self.lam)
             out["mean_sq"] = float(self.mean_sq)
         return out
 
@@ -117,41 +123,25 @@ def statistic_bound(
             raise ValueError("the eb bound needs the per-unit mean squares ((c - l)/Delta)^2")
         sq = np.asarray(unit_sq, dtype=np.float64)
         grid = check_lambda_grid(lambdas)
+        kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, lambdas=grid, delta1=delta1)
         if sampled:
-            bound, best, ucb_z = eb_bounds_batch(
-                loss,
-                sq,
-                a=a,
-                delta_range=delta_range,
-                complexity_nats=complexity_nats,
-                m=m,
-                lambdas=grid,
-                delta1=delta1,
-                delta2=delta2,
-                ucb=ucb,
-            )
-            lam = grid[best]
+            bound, best, ucb_best = eb_bounds_batch(loss, sq, delta2=delta2, ucb=ucb, **kw)
             empirical, mean_sq = loss.mean(axis=-1), sq.mean(axis=-1)
-            variance = delta_range * psi(lam) / lam * mean_sq
-            complexity = bound - ucb_z  # = Delta L / (lam m), as eb_bounds_batch added it
-            subsampling = ucb_z - empirical - variance
         else:
-            if loss.shape != sq.shape:
-                raise ValueError(f"exact means of different shapes: {loss.shape}, {sq.shape}")
-            lam, complexity, variance = (np.empty(loss.shape) for _ in range(3))
-            for idx in np.ndindex(loss.shape):
-                b = eb_bound_exhaustive(
-                    float(loss[idx]),
-                    float(sq[idx]),
-                    a=a,
-                    delta_range=delta_range,
-                    complexity_nats=complexity_nats,
-                    m=m,
-                    lambdas=grid,
-                    delta1=delta1,
-                )
-                lam[idx], complexity[idx], variance[idx] = b.lam, b.complexity_term, b.variance_term
-            empirical, mean_sq, subsampling = loss, sq, np.zeros(loss.shape)
+            bound, best = eb_exhaustive_batch(loss, sq, **kw)
+            empirical, mean_sq = loss, sq
+            ucb_best = None
+        # Index |Lambda| is the Azuma point (lotfi's term inside eb's union): no lambda, no variance term.
+        azuma = best == grid.size
+        lam_at = grid[np.minimum(best, grid.size - 1)]
+        variance = np.where(azuma, 0.0, delta_range * psi(lam_at) / lam_at * mean_sq)
+        lam = np.where(azuma, np.nan, lam_at)
+        if sampled:  # the UCB of the winning candidate's mean: Z(lambda), or the loss for the Azuma point
+            complexity = bound - ucb_best
+            subsampling = ucb_best - empirical - variance
+        else:
+            complexity = bound - empirical - variance
+            subsampling = np.zeros(np.shape(empirical))
     unclipped = empirical + complexity + variance + subsampling
     return StatisticBound(
         bound=np.minimum(unclipped, top),
@@ -174,6 +164,7 @@ class ReportSplit:
     n_statistics: int
     subsampled: bool
     data_choice_bits: float
+    martingale_share: float  # of each statistic's delta, chosen in advance by `split.choose_martingale_share`
     martingale_total: float
     subsampling_total: float
 
@@ -190,12 +181,18 @@ class ReportSplit:
         out = {
             "delta": self.delta,
             "n_statistics": self.n_statistics,
+            "martingale_share": self.martingale_share,
             "martingale_total": self.martingale_total,
             "subsampling_total": self.subsampling_total,
             "martingale_per_statistic": self.delta1,
             "subsampling_per_statistic": self.delta2,
             "data_choice_bits": self.data_choice_bits,
         }
+        if self.subsampled:
+            out["share_rule"] = (
+                "fixed before scoring from C, m, s and the union sizes: minimises Azuma's martingale term plus "
+                "Hoeffding's subsampling term (tokenbounds.stats.split)"
+            )
         if self.subsampled and self.data_choice_bits > 0:
             out["subsampling_divided_by"] = 2.0**self.data_choice_bits
             out["subsampling_division_reason"] = (
@@ -206,25 +203,36 @@ class ReportSplit:
 
 
 def report_delta_split(
-    delta: float, n_statistics: int, *, subsampled: bool, data_choice_bits: float = 0.0
+    delta: float,
+    n_statistics: int,
+    *,
+    complexity_nats: float,
+    m: int,
+    s: int | None,
+    n_points: int = 1,
+    data_choice_bits: float = 0.0,
 ) -> ReportSplit:
     """The one delta split of a report (the pipeline's and the simulation's).
 
-    delta is divided equally over the n_statistics reported numbers (every alpha, every k); when units are
-    subsampled, half of it goes to the martingale terms and half to the subsampling terms (`lotfi.split_delta`),
-    otherwise all of it to the martingale terms. A choice made after seeing the data among 2**b options (b =
-    data_choice_bits) is paid in the prior for the martingale term (b bits in log 1/P(h)), but the subsampling term
-    is a statement about the subsample given h, and such a choice may have depended on the subsample: a union over
-    the 2**b options divides each statistic's delta2 by 2**b. The totals still add up to delta.
+    delta is divided equally over the n_statistics reported numbers (every alpha, every k). When s units are
+    subsampled, each statistic's share goes to the martingale and the subsampling terms in the proportion
+    `split.choose_martingale_share` picks from C, m, s and n_points (the candidates in each term's union:
+    |Lambda| + 1 for eb, 1 for lotfi), all known before any token is scored; otherwise (s None) all of it goes to
+    the martingale terms. A choice made after seeing the data among 2**b options (b = data_choice_bits) is paid
+    in the prior for the martingale term (b bits in log 1/P(h)), but the subsampling term is a statement about the
+    subsample given h, and such a choice may have depended on the subsample: a union over the 2**b options divides
+    each statistic's delta2 by 2**b. The totals add up to at most delta.
     """
     if not (math.isfinite(data_choice_bits) and data_choice_bits >= 0):
         raise ValueError(f"data_choice_bits must be >= 0, got {data_choice_bits}")
-    base = split_delta(delta, n_statistics, subsampled=subsampled)
+    subsampled = s is not None
+    choice = choose_martingale_share(delta, n_statistics, complexity_nats=complexity_nats, m=m, s=s, n_points=n_points)
     return ReportSplit(
         delta=delta,
         n_statistics=n_statistics,
         subsampled=subsampled,
         data_choice_bits=float(data_choice_bits) if subsampled else 0.0,
-        martingale_total=base.martingale_total,
-        subsampling_total=base.subsampling_total,
+        martingale_share=choice.martingale_share,
+        martingale_total=choice.delta1 * n_statistics,
+        subsampling_total=choice.delta2 * n_statistics,
     )

@@ -329,6 +329,36 @@ def eb_bound(
     )
 
 
+def eb_exhaustive_batch(
+    mean_loss,
+    mean_sq,
+    *,
+    a: float,
+    delta_range: float,
+    complexity_nats: float,
+    m: int,
+    lambdas,
+    delta1: float,
+    azuma: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised core of `eb_bound_exhaustive` over any batch shape: (bound, index of the best candidate).
+
+    Candidates: R_hat + Delta [(psi(lambda)/lambda) v + L / (lambda m)] for each grid lambda (index k < |Lambda|),
+    and the Azuma point R_hat + Delta sqrt(L / (2m)) (index |Lambda|), with L over all |Lambda| + 1 of them.
+    """
+    lam, log_term, _ = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
+    loss = _check_units(mean_loss, a, a + delta_range, "the mean loss")
+    sq = _check_units(mean_sq, 0.0, 1.0, "the mean of ((c - l)/Delta)^2")
+    if loss.shape != sq.shape:
+        raise ValueError(f"exact means of different shapes: {loss.shape}, {sq.shape}")
+    ratio = psi(lam) / lam
+    bounds = loss[..., None] + delta_range * (ratio * sq[..., None] + log_term / (lam * m))
+    if azuma:
+        bounds = np.concatenate([bounds, (loss + azuma_term(delta_range, log_term, m))[..., None]], axis=-1)
+    best = np.argmin(bounds, axis=-1)
+    return np.take_along_axis(bounds, best[..., None], -1)[..., 0], best
+
+
 def eb_bound_exhaustive(
     mean_loss: float,
     mean_sq: float,
@@ -346,12 +376,12 @@ def eb_bound_exhaustive(
     The minimum over the grid and the Azuma point R_hat + Delta sqrt(L / (2m)), L over |Lambda| + 1 candidates.
     """
     lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
+    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, lambdas=lam_grid, delta1=delta1)
+    bound, best = eb_exhaustive_batch(mean_loss, mean_sq, azuma=azuma, **kw)
     mean_loss = float(_check_units(mean_loss, a, a + delta_range, "the mean loss"))
     mean_sq = float(_check_units(mean_sq, 0.0, 1.0, "the mean of ((c - l)/Delta)^2"))
-    ratio = psi(lam_grid) / lam_grid
-    bounds = mean_loss + delta_range * (ratio * mean_sq + log_term / (lam_grid * m))
-    best = int(np.argmin(bounds))
     common = dict(
+        bound=float(bound),
         empirical_loss=mean_loss,
         mean_sq=mean_sq,
         subsample_slack=0.0,
@@ -368,23 +398,14 @@ def eb_bound_exhaustive(
         ucb=None,
         n_points=n_points,
     )
-    if azuma:
-        azuma_bound = mean_loss + azuma_term(delta_range, log_term, m)
-        if azuma_bound < bounds[best]:
-            return EBBound(
-                bound=azuma_bound,
-                lam=None,
-                complexity_term=azuma_term(delta_range, log_term, m),
-                variance_term=0.0,
-                point="azuma",
-                **common,
-            )
-    lam = float(lam_grid[best])
+    if int(best) == lam_grid.size:
+        term = azuma_term(delta_range, log_term, m)
+        return EBBound(lam=None, complexity_term=term, variance_term=0.0, point="azuma", **common)
+    lam = float(lam_grid[int(best)])
     return EBBound(
-        bound=float(bounds[best]),
         lam=lam,
         complexity_term=delta_range * log_term / (lam * m),
-        variance_term=delta_range * float(ratio[best]) * mean_sq,
+        variance_term=delta_range * float(psi(lam)) / lam * mean_sq,
         **common,
     )
 

@@ -15,53 +15,14 @@ inequality for their mean R_hat_s gives with probability >= 1 - delta2:
 Several statistics reported together (one per smoothing alpha, one per top-k) each get their own
 (delta1, delta2), and the sum over all statistics of delta1 + delta2 is delta: every reported number
 then holds simultaneously with probability >= 1 - delta. The original code split delta only over the two
-terms and not over its 8 alphas; `split_delta` below does the whole split and says how.
+terms and not over its 8 alphas; `tokenbounds.stats.bound.report_delta_split` does the whole split (with the
+martingale share chosen in advance by `tokenbounds.stats.split`) and says how.
 
 The bound itself (both terms, the subsampling UCB, the clipping) is assembled in one place for every method:
 `tokenbounds.stats.bound.statistic_bound`, which uses `martingale_term` from here.
 """
 
 import math
-from dataclasses import asdict, dataclass
-
-
-@dataclass(frozen=True)
-class DeltaSplit:
-    """How the failure probability delta is divided. Totals add up to delta exactly."""
-
-    delta: float
-    n_statistics: int
-    martingale_total: float
-    subsampling_total: float
-
-    @property
-    def martingale(self) -> float:  # delta1 for each statistic
-        return self.martingale_total / self.n_statistics
-
-    @property
-    def subsampling(self) -> float:  # delta2 for each statistic (0 when nothing is subsampled)
-        return self.subsampling_total / self.n_statistics
-
-    def as_dict(self) -> dict:
-        per_statistic = {"martingale_per_statistic": self.martingale, "subsampling_per_statistic": self.subsampling}
-        return {**asdict(self), **per_statistic}
-
-
-def split_delta(delta: float, n_statistics: int, subsampled: bool, martingale_share: float = 0.5) -> DeltaSplit:
-    """Divide delta over n_statistics reported numbers and, when subsampling, between the two terms.
-
-    The share is fixed before seeing any data (default: half to each term), so the split is itself valid.
-    Exhaustive evaluation has no subsampling term and gives all of delta to the martingale term.
-    """
-    if not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    if n_statistics < 1:
-        raise ValueError("need at least one statistic")
-    if not 0.0 < martingale_share < 1.0:
-        raise ValueError(f"the martingale share of delta must lie in (0, 1), got {martingale_share}")
-    if not subsampled:
-        return DeltaSplit(delta, n_statistics, delta, 0.0)
-    return DeltaSplit(delta, n_statistics, delta * martingale_share, delta * (1.0 - martingale_share))
 
 
 def martingale_term(delta_range: float, complexity_nats: float, m: int, delta1: float) -> float:

@@ -527,7 +527,14 @@ def run_setting(
             for meth in methods:
                 if _table_key(meth) != kind:
                     continue
-                split = report_delta_split(s.delta, n_stats, subsampled=meth.split("/")[1] != "exhaustive")
+                split = report_delta_split(
+                    s.delta,
+                    n_stats,
+                    complexity_nats=s.complexity_nats,
+                    m=s.m,
+                    s=None if meth.split("/")[1] == "exhaustive" else s.samples,
+                    n_points=len(s.lambdas) + 1 if meth.startswith("eb") else 1,
+                )
                 bound, est = _method_bound(meth, units_loss, units_sq, token_loss, token_sq, t, s, split)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     per_method[meth][0].append((risk - est) / (bound - est))
