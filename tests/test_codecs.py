@@ -17,7 +17,9 @@ import zstandard
 from safetensors.numpy import save_file
 
 from tokenbounds.compress import codecs
-from tokenbounds.compress.codecs import checkpoint_files, count_parameters, measure_size, parse_codec
+from tokenbounds.compress.codecs import measure_size, parse_codec
+from tokenbounds.compress.files import checkpoint_files
+from tokenbounds.compress.param_count import count_parameters
 from tokenbounds.errors import UserError
 
 from .real_model import smollm2_gguf

@@ -90,10 +90,11 @@ def test_worker_scores_equal_in_process_scores(quip_model, quip_sharp, tiny_gpt2
     np.testing.assert_allclose(remote.outside_topk, local.outside_topk, atol=1e-5)
     assert np.array_equal(remote.rank, local.rank)
     described = model.describe()
-    assert described["decoder"]["commit"] == quip_sharp[1]
-    assert described["decoder"]["modified"] is False
-    assert described["base_model"] == "stand-in/base-model"
-    assert described["quip_params"]["codebook"] == "E8P12"
+    details = described["details"]
+    assert details["decoder"]["commit"] == quip_sharp[1]
+    assert details["decoder"]["modified"] is False
+    assert details["base_model"] == "stand-in/base-model"
+    assert details["quip_params"]["codebook"] == "E8P12"
     assert described["compute_dtype"] == "float32" and described["vocab_size"] == model.vocab_size
     assert described["n_parameters"] == load_model(tiny_gpt2).describe()["n_parameters"]
 
@@ -162,7 +163,7 @@ def test_bound_command_prices_the_checkpoint_and_records_the_decoder(quip_model,
     assert main([*args, "--json", str(out), "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert report["hypothesis"]["format"].startswith("QuIP#")
-    assert report["hypothesis"]["decoder"]["commit"] == quip_sharp[1]
+    assert report["hypothesis"]["details"]["decoder"]["commit"] == quip_sharp[1]
     files = {p.split("/")[-1] for p in report["prior"]["files"]}
     assert files == {"config.json", "model.safetensors"}
 
