@@ -28,8 +28,9 @@ from tokenbounds.models.registry import Backend, register_backend
 CONFIG_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def check_gguf(path: Path) -> None:
-    """Parse the GGUF header and tensor table; a corrupt or truncated file is refused here."""
+def check_gguf(path: Path) -> int:
+    """Parse the GGUF header and tensor table; a corrupt or truncated file is refused here. Returns the number of
+    values its tensors hold (dequantized count)."""
     from gguf import GGUFReader
 
     try:
@@ -39,6 +40,7 @@ def check_gguf(path: Path) -> None:
         end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
         if end > path.stat().st_size:
             raise ValueError("truncated")
+        return sum(int(t.n_elements) for t in reader.tensors)
     except Exception as err:  # the reader raises many kinds of errors on bad files
         raise UserError(f"{path} is not a readable GGUF file ({err.__class__.__name__}: {err})") from None
 
@@ -120,12 +122,19 @@ def _from_pretrained(directory: Path, torch_dtype: torch.dtype, **kwargs):
 
 
 def _load_gguf(path: Path, torch_dtype: torch.dtype):
-    check_gguf(path)
+    stored = check_gguf(path)
     try:
         model, info = _from_pretrained(path.parent, torch.float32, gguf_file=path.name)
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
     check_loading_info(info, path)
+    # transformers drops GGUF tensors it has no name for without reporting them: count what the network holds.
+    used = sum(p.numel() for p in model.parameters())
+    if stored > used:
+        raise UserError(
+            f"{path}: {stored - used:,} of its {stored:,} stored values are in tensors the architecture does not use; "
+            "refusing a partially loaded model"
+        )
     return model.to(torch_dtype)
 
 
