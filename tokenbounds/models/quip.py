@@ -7,6 +7,9 @@ transformers 4.34. So tokenbounds neither ships nor imports it: `bound --quip-sh
 `quip_worker.py` under the Python of quip-sharp's environment, sends it token ids and gets raw logits back; the
 scorer and the statistics are the same as for every other model.
 
+Backend "quip-sharp": a directory whose config.json has `quip_params`. It runs in quip-sharp's own compute dtype and
+refuses --compute-dtype bfloat16; its priced files are those of a Hugging Face directory.
+
 The hypothesis is "these checkpoint files, decoded by quip-sharp at commit C, evaluated in its compute dtype". The
 decoder is fixed before the data is seen, so the prior is the description length of the checkpoint files
 (`--checkpoint-size`, the paper's recipe); the commit is recorded in the report.
