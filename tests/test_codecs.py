@@ -17,7 +17,9 @@ import zstandard
 from safetensors.numpy import save_file
 
 from tokenbounds.compress import codecs
-from tokenbounds.compress.codecs import checkpoint_files, count_parameters, measure_size, parse_codec
+from tokenbounds.compress.codecs import measure_size, parse_codec
+from tokenbounds.compress.files import checkpoint_files
+from tokenbounds.compress.param_count import count_parameters
 from tokenbounds.errors import UserError
 
 from .real_model import smollm2_gguf
@@ -219,3 +221,15 @@ def test_packed_checkpoint_counts_the_weights_it_describes(tiny_gpt2, tmp_path, 
     assert r.n_stored_values == sum(t.size for t in tensors.values()) == dense_parameters - weight.size * 7 // 8
     assert r.to_json()["bits_per_parameter"]["gzip"] == pytest.approx(r.codecs["gzip"] / dense_parameters)
     assert measure_size([tiny_gpt2], codecs=["gzip"], progress=False).packed_format is None
+
+
+def test_cli_size_json_refuses_to_overwrite_unless_forced(model_dir, tmp_path):
+    out = tmp_path / "s.json"
+    out.write_text("a user's file")
+    size, args = _size_args([str(model_dir), "--codecs", "gzip", "--json", str(out), "--no-progress"])
+    with pytest.raises(UserError, match="already exists; pass --force"):
+        size.run(args)
+    assert out.read_text() == "a user's file"
+    size, args = _size_args([str(model_dir), "--codecs", "gzip", "--json", str(out), "--no-progress", "--force"])
+    assert size.run(args) == 0
+    assert json.loads(out.read_text())["best_codec"] == "gzip"

@@ -122,7 +122,7 @@ def test_logit_model_adapter():
     out = adapter.logits(ids(), keep)
     assert out.dtype == torch.float32 and out.shape == (3, 2, V)
     torch.testing.assert_close(out, expected[:, keep], rtol=1e-5, atol=1e-5)
-    assert adapter.describe()["spec"] == spec
+    assert adapter.describe()["details"]["spec"] == spec
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ import pytest
 
 from tokenbounds.compress import message
 from tokenbounds.compress.coding import decode_symbols, encode_symbols, entropy_bits
-from tokenbounds.compress.model import MANIFEST, MESSAGE, WEIGHTS, load_quantized, quantize_model
+from tokenbounds.compress.model import quantize_model
 from tokenbounds.compress.quantize import kmeans_centroids, quantize_tensors, uniform_centroids
+from tokenbounds.compress.quantized_dir import MANIFEST, MESSAGE, WEIGHTS, load_quantized
 from tokenbounds.errors import UserError
 
 
@@ -359,7 +360,7 @@ def test_qat_straight_through_moves_weights_between_centroids(gpt2_dir, tmp_path
 
 
 def test_find_ties_shared_storage_and_equal_values():
-    from tokenbounds.compress.model import find_ties
+    from tokenbounds.compress.source import find_ties
 
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     t = {"x": a, "y": a.copy(), "z": a.copy(), "w": np.zeros((2, 3), np.float32), "v": a.astype(np.float16)}
@@ -371,7 +372,8 @@ def test_find_ties_shared_storage_and_equal_values():
 
 
 def test_checkpoint_message_bits_for_bound(gpt2_dir, tmp_path):
-    from tokenbounds.compress.codecs import checkpoint_message_bits, checkpoint_size
+    from tokenbounds.compress.codecs import checkpoint_size
+    from tokenbounds.compress.pricing import checkpoint_message_bits
 
     bits, info = checkpoint_message_bits(gpt2_dir, progress=False)
     assert bits == checkpoint_size(gpt2_dir, progress=False).codecs["gzip"]

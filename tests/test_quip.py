@@ -41,10 +41,8 @@ def model_from_hf_path(path, use_cuda_graph=True, use_flash_attn=True, device_ma
 """
 
 
-@pytest.fixture(scope="module")
-def quip_sharp(tmp_path_factory):
-    """A stand-in quip-sharp checkout, committed to git so the decoder's commit can be recorded."""
-    root = tmp_path_factory.mktemp("quip-sharp")
+def make_stand_in(root):
+    """A stand-in quip-sharp checkout at `root`, committed to git so the decoder's commit can be recorded."""
     (root / "lib" / "utils").mkdir(parents=True)
     (root / "lib" / "utils" / "__init__.py").write_text("")  # like quip-sharp, lib/ itself has no __init__.py
     (root / "lib" / "utils" / "unsafe_import.py").write_text(STAND_IN_LOADER)
@@ -56,7 +54,12 @@ def quip_sharp(tmp_path_factory):
     return root, commit
 
 
-def _quip_copy(tiny_gpt2, target, edit=None):
+@pytest.fixture(scope="module")
+def quip_sharp(tmp_path_factory):
+    return make_stand_in(tmp_path_factory.mktemp("quip-sharp"))
+
+
+def quip_copy(tiny_gpt2, target, edit=None):
     shutil.copytree(tiny_gpt2, target)
     config = json.loads((target / "config.json").read_text())
     config["quip_params"] = {"codebook": "E8P12", "stand_in": True}
@@ -70,7 +73,7 @@ def _quip_copy(tiny_gpt2, target, edit=None):
 
 @pytest.fixture(scope="module")
 def quip_model(tiny_gpt2, tmp_path_factory):
-    return _quip_copy(tiny_gpt2, tmp_path_factory.mktemp("quip") / "model")
+    return quip_copy(tiny_gpt2, tmp_path_factory.mktemp("quip") / "model")
 
 
 def test_detects_quip_checkpoints(quip_model, tiny_gpt2):
@@ -90,10 +93,11 @@ def test_worker_scores_equal_in_process_scores(quip_model, quip_sharp, tiny_gpt2
     np.testing.assert_allclose(remote.outside_topk, local.outside_topk, atol=1e-5)
     assert np.array_equal(remote.rank, local.rank)
     described = model.describe()
-    assert described["decoder"]["commit"] == quip_sharp[1]
-    assert described["decoder"]["modified"] is False
-    assert described["base_model"] == "stand-in/base-model"
-    assert described["quip_params"]["codebook"] == "E8P12"
+    details = described["details"]
+    assert details["decoder"]["commit"] == quip_sharp[1]
+    assert details["decoder"]["modified"] is False
+    assert details["base_model"] == "stand-in/base-model"
+    assert details["quip_params"]["codebook"] == "E8P12"
     assert described["compute_dtype"] == "float32" and described["vocab_size"] == model.vocab_size
     assert described["n_parameters"] == load_model(tiny_gpt2).describe()["n_parameters"]
 
@@ -135,19 +139,19 @@ def test_worker_that_dies_is_one_line(quip_model, tmp_path):
 
 
 def test_unused_checkpoint_tensor_is_refused(tiny_gpt2, quip_sharp, tmp_path):
-    extra = _quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.update({"transformer.h.0.mlp.Qidxs": torch.zeros(8)}))
+    extra = quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.update({"transformer.h.0.mlp.Qidxs": torch.zeros(8)}))
     with pytest.raises(UserError, match=r"1 tensor\(s\) not used by the model: transformer.h.0.mlp.Qidxs"):
         load_any(extra, quip_sharp=quip_sharp[0])
 
 
 def test_missing_checkpoint_tensor_is_refused_not_randomly_initialised(tiny_gpt2, quip_sharp, tmp_path):
-    lacking = _quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.pop("transformer.h.1.attn.c_proj.weight"))
+    lacking = quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.pop("transformer.h.1.attn.c_proj.weight"))
     with pytest.raises(UserError, match=r"1 tensor\(s\) missing from the checkpoint: transformer.h.1.attn.c_proj"):
         load_any(lacking, quip_sharp=quip_sharp[0])
 
 
 def test_pickled_code_in_bin_checkpoint_is_refused(tiny_gpt2, quip_sharp, tmp_path):
-    model = _quip_copy(tiny_gpt2, tmp_path / "m")
+    model = quip_copy(tiny_gpt2, tmp_path / "m")
     tensors = load_file(model / "model.safetensors")
     (model / "model.safetensors").unlink()
     torch.save({**tensors, "payload": shutil.rmtree}, model / "pytorch_model.bin")  # a callable, not a tensor
@@ -162,7 +166,7 @@ def test_bound_command_prices_the_checkpoint_and_records_the_decoder(quip_model,
     assert main([*args, "--json", str(out), "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert report["hypothesis"]["format"].startswith("QuIP#")
-    assert report["hypothesis"]["decoder"]["commit"] == quip_sharp[1]
+    assert report["hypothesis"]["details"]["decoder"]["commit"] == quip_sharp[1]
     files = {p.split("/")[-1] for p in report["prior"]["files"]}
     assert files == {"config.json", "model.safetensors"}
 
@@ -178,7 +182,7 @@ def test_float16_logits_travel_exactly(tiny_gpt2, quip_sharp, tmp_path):
         for name in tensors:
             tensors[name] = tensors[name].half()
 
-    model_dir = _quip_copy(tiny_gpt2, tmp_path / "m", to_half)
+    model_dir = quip_copy(tiny_gpt2, tmp_path / "m", to_half)
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, "torch_dtype": "float16", "dtype": "float16"}))
     model = QuipSharpModel(model_dir, quip_sharp[0], sys.executable, "cpu")

@@ -17,7 +17,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the decoded weights as model.safetensors, so DIR is a Hugging Face model directory holding exactly the "
         "model the message describes. `bound` on DIR evaluates that decoded model and reads the message bits.",
     )
-    p.add_argument("model", metavar="MODEL", help="a Hugging Face model directory (safetensors) or a .gguf file")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a Hugging Face model directory, a .gguf file, or a directory from `tokenbounds train`; refused, as by "
+        "`bound`, when its checkpoint does not fill the architecture exactly",
+    )
     p.add_argument("--levels", type=int, required=True, help="codebook size L (>= 2): at most L distinct values")
     p.add_argument("--kmeans", action="store_true", help="k-means centroids instead of L uniform bins over [min, max]")
     p.add_argument(

@@ -1,11 +1,12 @@
 """`tokenbounds size PATH...`: how many bits it takes to describe a checkpoint (the prior's message length)."""
 
 import argparse
-import json
 from pathlib import Path
 
 from tokenbounds.compress.codecs import DEFAULT_CODECS, measure_size
+from tokenbounds.compress.quantized_dir import MANIFEST, is_quantized_dir, read_manifest
 from tokenbounds.errors import UserError
+from tokenbounds.report.io import check_writable, write_json
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,8 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "paths",
         nargs="+",
         metavar="PATH",
-        help="a .gguf file, a Hugging Face model directory (config.json and *.safetensors are priced), or checkpoint "
-        "files priced exactly as given",
+        help="a model (a .gguf file, a Hugging Face directory, a directory from `tokenbounds train` or `quantize`: "
+        "the files its backend prices), or checkpoint files priced exactly as given",
     )
     p.add_argument(
         "--codecs",
@@ -30,7 +31,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="comma-separated codecs to try, each NAME or NAME:LEVEL (defaults: gzip 6, xz 6, zstd 19, brotli 9); "
         "every codec tried adds to the log2(number of codecs) extra bits (default: %(default)s)",
     )
-    p.add_argument("--json", metavar="OUT", help="also write the result as JSON to OUT")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON to OUT (refused if OUT exists)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return p
 
@@ -75,21 +77,16 @@ def run(args: argparse.Namespace) -> int:
     codecs = [c for c in args.codecs.split(",") if c.strip()]
     if not codecs:
         raise UserError("--codecs is empty")
-    if args.json:
-        out = Path(args.json)
-        if out.parent and not out.parent.is_dir():
-            raise UserError(f"--json: directory {out.parent} does not exist")
+    check_writable(args.json, args.force)  # before compressing anything
     result = measure_size(args.paths, codecs=codecs, progress=not args.no_progress)
     print(format_table(result))
-    from tokenbounds.compress.model import MANIFEST, is_quantized_dir
-
     for path in args.paths:
         if is_quantized_dir(path):
-            bits = json.loads((Path(path) / MANIFEST).read_text()).get("message_bits")
+            bits = read_manifest(path)["message_bits"]
             print(
                 f"note: {path} is a quantized directory; its coded message is {bits:,} bits ({MANIFEST}), which is "
                 "what `bound` uses as its prior"
             )
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_json(args.json, result.to_json())
     return 0

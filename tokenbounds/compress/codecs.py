@@ -30,21 +30,14 @@ is a separate process), fed from one reader through bounded queues: the checkpoi
 
 Choosing the shortest of K codec configurations after seeing the sizes costs extra_bits = log2 K (DESIGN §2).
 
-Which files describe a model (`checkpoint_files`): a .gguf file alone (it carries its architecture and tokenizer);
-for a Hugging Face directory, config.json (the architecture: a decoder cannot rebuild the network without it), the
-shard index if any, and every *.safetensors (else pytorch_model*.bin) file. Not priced: generation_config.json (how
-to sample, irrelevant to next-token probabilities) and tokenizer files (the tokenizer defines the token sequence the
-bound is about, fixed before the data is scored; it is part of the data, not of the hypothesis).
+Which files are compressed: `compress.files` (each backend lists its model's priced files).
 """
 
-import json
 import math
 import os
 import queue
 import shutil
-import struct
 import subprocess
-import tarfile
 import threading
 import time
 import zlib
@@ -53,17 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenbounds.architecture import dense_parameter_count, packed_format
+from tokenbounds.compress.archive import CHUNK, clean_env, file_chunks, tar_chunks
+from tokenbounds.compress.files import resolve_files
+from tokenbounds.compress.param_count import count_parameters
 from tokenbounds.errors import UserError
 
-GPT_SPEC, GPT_FREE = "spec.json", "free_parameters.safetensors"  # a GPT from `tokenbounds train`
-CHUNK = 1 << 20  # bytes per read
 QUEUE_CHUNKS = 8  # chunks buffered per codec: memory stays below n_codecs x 8 MiB
 DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
 DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "zstd": 19, "brotli": 9}
 LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "zstd": (1, 22), "brotli": (0, 11)}
-CONFIG_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
-# Environment variables that would silently change what gzip / tar / xz write.
-_SCRUB_ENV = ("GZIP", "TAR_OPTIONS", "XZ_OPT", "XZ_DEFAULTS", "ZSTD_CLEVEL", "ZSTD_NBTHREADS")
 
 
 @dataclass
@@ -110,117 +101,6 @@ class SizeResult:
         }
 
 
-# ---------------------------------------------------------------------------------------------------------- files
-
-
-def checkpoint_files(path: str | Path) -> list[Path]:
-    """The files that describe the model at `path` (what `bound --checkpoint-size` prices).
-
-    A .gguf file -> [it]. Any other file -> [it] (priced as given). A GPT trained by `tokenbounds train` ->
-    spec.json (architecture, parametrization, seeds) and free_parameters.safetensors (the trained numbers; theta_0 is
-    regenerated from the spec's seed). A directory -> the one .gguf in it when it holds
-    no safetensors; else config.json (required), the shard index if present, then the sorted *.safetensors files
-    (or pytorch_model*.bin when there are no safetensors). Raises UserError for a missing path, an empty file, a
-    directory without weights, or weights without config.json.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist")
-    if path.is_file():
-        return [_check_file(path)]
-    if not path.is_dir():
-        raise UserError(f"{path} is neither a file nor a directory")
-    if (path / GPT_SPEC).is_file():
-        return [_check_file(path / GPT_SPEC), _check_file(path / GPT_FREE)]
-    weights = sorted(path.glob("*.safetensors"))
-    if not weights:
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return [_check_file(ggufs[0])]
-        if len(ggufs) > 1:
-            names = ", ".join(g.name for g in ggufs)
-            raise UserError(f"{path} holds several .gguf files ({names}): pass the one to price")
-        weights = sorted(path.glob("pytorch_model*.bin"))
-    if not weights:
-        raise UserError(f"{path} holds no model weights (*.safetensors, *.gguf or pytorch_model*.bin)")
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path} has weights but no config.json: the architecture is part of the model's description")
-    extras = [path / name for name in CONFIG_FILES if (path / name).is_file()]
-    return [_check_file(p) for p in extras + weights]
-
-
-def _check_file(path: Path) -> Path:
-    if not path.is_file():
-        raise UserError(f"{path} does not exist or is not a file")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path} is empty")
-    return path
-
-
-def resolve_files(paths: Sequence[str | Path]) -> list[Path]:
-    """Expand directories with `checkpoint_files`; files are kept as given. Rejects duplicates and clashing names."""
-    if not paths:
-        raise UserError("no checkpoint path given")
-    files: list[Path] = []
-    for p in paths:
-        files.extend(checkpoint_files(p))
-    seen: dict[str, Path] = {}
-    for f in files:
-        if f.name in seen:
-            raise UserError(f"two files named {f.name} ({seen[f.name]} and {f}): tar members would clash")
-        seen[f.name] = f
-    return files
-
-
-def count_parameters(files: Sequence[str | Path]) -> int | None:
-    """Number of scalars in the weight files, read from headers only (safetensors JSON header, GGUF tensor info).
-
-    JSON config files count 0. Returns None when a weights file is of another format (e.g. pytorch .bin).
-    """
-    total = 0
-    for f in map(Path, files):
-        if f.suffix == ".json":
-            continue
-        if f.suffix == ".safetensors":
-            total += sum(math.prod(shape) for shape in safetensors_shapes(f).values())
-        elif f.suffix == ".gguf":
-            total += gguf_parameter_count(f)
-        else:
-            return None
-    return total
-
-
-def safetensors_shapes(path: str | Path) -> dict[str, list[int]]:
-    """Tensor name -> shape from a safetensors file's header (8-byte little-endian length, then JSON)."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise UserError(f"{path} is not a safetensors file (shorter than its 8-byte header length)")
-        (n,) = struct.unpack("<Q", raw)
-        if n > size - 8 or n > 100 << 20:
-            raise UserError(f"{path} is not a valid safetensors file (header length {n} for a {size}-byte file)")
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UserError(f"{path} has a corrupt safetensors header: {err}") from None
-    if not isinstance(header, dict):
-        raise UserError(f"{path} has a corrupt safetensors header")
-    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
-
-
-def gguf_parameter_count(path: str | Path) -> int:
-    """Sum of the element counts of a GGUF file's tensors (header only; the tensor data is memory-mapped, not read)."""
-    import gguf
-
-    try:
-        reader = gguf.GGUFReader(str(path))
-        return int(sum(int(t.n_elements) for t in reader.tensors))
-    except Exception as err:  # the gguf reader raises ValueError, struct.error, IndexError ... on bad files
-        raise UserError(f"{path} is not a readable GGUF file: {type(err).__name__}: {err}") from None
-
-
 # ---------------------------------------------------------------------------------------------------------- codecs
 
 
@@ -255,10 +135,6 @@ class _Counter:
             self.keep.append(bytes(data))
 
 
-def _clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
-
-
 class _Compressor:
     """One codec at one level: write() chunks, finish() -> compressed bytes. `method` says exactly what ran."""
 
@@ -271,7 +147,7 @@ class _Compressor:
             cmd = ["gzip", "-c"] + ([] if level == 6 else [f"-{level}"])
             self.method = " ".join(cmd) + (" FILE" if fname is not None else "")
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env()
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
             )
             self.drain = threading.Thread(target=self._drain, daemon=True)
             self.drain.start()
@@ -351,61 +227,6 @@ class _Worker(threading.Thread):
         self.seconds = time.perf_counter() - t0
 
 
-# ---------------------------------------------------------------------------------------------------------- streams
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            yield chunk
-
-
-def _tar_chunks(files: Sequence[Path]) -> tuple[Iterator[bytes], str]:
-    """The uncompressed GNU tar archive of `files` (members under their base names), streamed."""
-    if shutil.which("tar"):
-        cmd = ["tar", "-cf", "-"]
-        for f in files:
-            cmd += ["-C", str(f.parent.resolve()), f.name]
-
-        def gen() -> Iterator[bytes]:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env())
-            try:
-                while chunk := proc.stdout.read(CHUNK):
-                    yield chunk
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            err = proc.stderr.read().decode(errors="replace").strip()
-            if proc.wait() != 0:
-                raise UserError(f"tar failed: {err}")
-
-        return gen(), "the GNU tar archive"
-
-    def gen_py() -> Iterator[bytes]:
-        r, w = os.pipe()
-        failure: list[BaseException] = []
-
-        def writer():
-            try:
-                with os.fdopen(w, "wb") as fh, tarfile.open(fileobj=fh, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                    for f in files:
-                        tar.add(str(f), arcname=f.name, recursive=False)
-            except BaseException as err:
-                failure.append(err)
-
-        t = threading.Thread(target=writer, daemon=True)
-        t.start()
-        with os.fdopen(r, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                yield chunk
-        t.join()
-        if failure:
-            raise UserError(f"could not build the tar archive: {failure[0]}")
-
-    return gen_py(), "a GNU-format tar archive (python tarfile)"
-
-
 # ---------------------------------------------------------------------------------------------------------- measure
 
 
@@ -437,11 +258,11 @@ def measure_size(
 
     if len(files) == 1:
         stream, fname, total = "file", files[0].name, files[0].stat().st_size
-        chunks: Iterator[bytes] = _file_chunks(files[0])
+        chunks: Iterator[bytes] = file_chunks(files[0])
         stream_method = "file bytes"
     else:
         stream, fname, total = "tar", None, sum(f.stat().st_size for f in files)
-        chunks, stream_method = _tar_chunks(files)
+        chunks, stream_method = tar_chunks(files)
 
     workers = {}
     try:
@@ -525,46 +346,11 @@ def checkpoint_size(model: str | Path, codecs: Sequence[str] = ("gzip",), progre
     return measure_size([model], codecs=codecs, progress=progress)
 
 
-def quantized_message_bits(model: str | Path, manifest: dict) -> tuple[float, dict]:
-    """The prior of a quantized directory whose manifest `load_quantized` has verified: its coded message's bits."""
-    return float(manifest["message_bits"]), {
-        "source": "quantized message",
-        "message": str(Path(model) / manifest["message"]),
-        "message_sha256": manifest["message_sha256"],
-        "levels": manifest["levels"],
-        "kmeans": manifest["kmeans"],
-        "n_parameters": manifest["n_parameters"],
-        "bits_per_parameter": manifest["bits_per_parameter"],
-        "required_extra_bits": float(manifest["extra_bits"]),
-    }
+def __getattr__(name: str):
+    """`checkpoint_message_bits`, `quantized_message_bits`: now in `compress.pricing`; kept here for callers not yet
+    switched (the integrator moves them and deletes this). Lazy, since pricing imports this module."""
+    if name in ("checkpoint_message_bits", "quantized_message_bits"):
+        from tokenbounds.compress import pricing
 
-
-def checkpoint_message_bits(
-    model: str | Path, progress: bool = True, codecs: Sequence[str] = ("gzip",)
-) -> tuple[float, dict]:
-    """The prior's message length in bits for `bound --checkpoint-size`, and a JSON-ready record of how it was got.
-
-    - A quantized directory (written by `tokenbounds quantize`): its coded message's length, after `load_quantized`
-      has verified the message, config.json and model.safetensors against each other (UserError otherwise).
-    - Anything else (HF directory, .gguf file): `checkpoint_size(model, codecs)`, i.e. by default `gzip -c FILE` /
-      `tar -czf` over `checkpoint_files(model)`, the paper's recipe.
-
-    The record's "required_extra_bits" must be added to the bound's extra bits: log2(number of codecs) when several
-    codecs were tried here, or the quantized directory's manifest extra_bits (configurations tried); 0 for gzip alone.
-    """
-    from tokenbounds.compress.model import is_quantized_dir, load_quantized
-
-    if is_quantized_dir(model):
-        return quantized_message_bits(model, load_quantized(model)[1])
-    r = checkpoint_size(model, codecs=codecs, progress=progress)
-    return float(r.best_bits), {
-        "source": "checkpoint size",
-        "codec": r.best_codec,
-        "method": r.methods[r.best_codec],
-        "codecs_tried": r.codecs,
-        "files": r.files,
-        "stream": r.stream,
-        "n_parameters": r.n_parameters,
-        "bits_per_parameter": r.bits_per_parameter(r.best_codec),
-        "required_extra_bits": r.extra_bits,
-    }
+        return getattr(pricing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

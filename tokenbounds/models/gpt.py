@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenbounds.errors import UserError
+from tokenbounds.models.base import COMPUTE_DTYPES, description
 
 
 @dataclass(frozen=True)
@@ -161,29 +162,39 @@ class GPTLogitModel:
     """The `LogitModel` view of a trained GPT in any parametrization: eval mode, no gradients, float32 logits.
 
     `model` is what `build_model` returns (with its free parameters loaded). A subspace model is materialised once
-    (theta_0 + P z written into the network), so evaluation does not recompute the projection per batch.
+    (theta_0 + P z written into the network, in float32), so evaluation does not recompute the projection per batch;
+    then the network is cast to the compute dtype (base.py: what a compute dtype means).
     """
 
-    def __init__(self, model: nn.Module, spec: dict, source: str | None = None, bfloat16: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: dict,
+        source: str | None = None,
+        compute_dtype: str = "float32",
+        fmt: str = "tokenbounds-gpt directory (spec.json + free_parameters.safetensors)",
+    ):
         self.free_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
         materialize = getattr(model, "materialize", None)
-        self.model = (materialize() if materialize is not None else model).eval()
-        self.spec = spec
-        self.source = source
-        self.bfloat16 = bfloat16
+        network = materialize() if materialize is not None else model
+        self.model = network.to(COMPUTE_DTYPES[compute_dtype]).eval()
+        self.spec, self.source, self.format, self.compute_dtype = spec, source, fmt, compute_dtype
         self.vocab_size = int(spec["arch"]["vocab_size"])
         self.max_positions = int(spec["arch"]["context"])
 
     def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bfloat16):
+        with torch.inference_mode():
             return self.model(input_ids, keep=keep).float()
 
     def describe(self) -> dict:
-        return {
-            "backend": "tokenbounds-gpt",
-            "source": self.source,
-            "spec": self.spec,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "free_parameters": self.free_parameters,
-            "compute_dtype": "bfloat16" if self.bfloat16 else "float32",
-        }
+        return description(
+            backend="tokenbounds-gpt",
+            source=self.source,
+            format=self.format,
+            architecture="GPT",
+            n_parameters=sum(p.numel() for p in self.model.parameters()),
+            vocab_size=self.vocab_size,
+            compute_dtype=self.compute_dtype,
+            device="cpu",
+            details={"spec": self.spec, "free_parameters": self.free_parameters},
+        )

@@ -1,9 +1,16 @@
-"""Hugging Face causal language models from local files: a model directory, or a .gguf file.
+"""Hugging Face causal language models from local files: a model directory, or a .gguf file (backend "hf").
 
 A GGUF file is read by transformers (it needs the `gguf` package) and dequantized to float32, so the
 hypothesis is "this file, dequantized, evaluated in the compute dtype".
 Nothing is fetched from a hub (local_files_only), and no repository code is executed (trust_remote_code
-stays off; .bin checkpoints load with weights_only).
+stays off; .bin checkpoints load with weights_only). A checkpoint that does not fill the architecture exactly is
+refused (`check_loading_info`).
+
+Priced files: a .gguf file alone (it carries its architecture and tokenizer); for a directory, config.json (the
+architecture: a decoder cannot rebuild the network without it), the shard index if any, and every *.safetensors
+(else pytorch_model*.bin) file. Not priced: generation_config.json (how to sample, irrelevant to next-token
+probabilities) and tokenizer files (the tokenizer defines the token sequence the bound is about, fixed before the data
+is scored; it is part of the data, not of the hypothesis).
 """
 
 import inspect
@@ -15,12 +22,15 @@ import torch
 
 from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.errors import UserError
+from tokenbounds.models.base import COMPUTE_DTYPES, check_device, description
+from tokenbounds.models.registry import Backend, register_backend
 
-COMPUTE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+CONFIG_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-def check_gguf(path: Path) -> None:
-    """Parse the GGUF header and tensor table; a corrupt or truncated file is refused here."""
+def check_gguf(path: Path) -> int:
+    """Parse the GGUF header and tensor table; a corrupt or truncated file is refused here. Returns the number of
+    values its tensors hold (dequantized count)."""
     from gguf import GGUFReader
 
     try:
@@ -30,6 +40,7 @@ def check_gguf(path: Path) -> None:
         end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
         if end > path.stat().st_size:
             raise ValueError("truncated")
+        return sum(int(t.n_elements) for t in reader.tensors)
     except Exception as err:  # the reader raises many kinds of errors on bad files
         raise UserError(f"{path} is not a readable GGUF file ({err.__class__.__name__}: {err})") from None
 
@@ -50,20 +61,24 @@ class HFLogitModel:
 
     def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         if self._keep_supported:
-            return self.model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits
-        return self.model(input_ids=input_ids, use_cache=False).logits[:, keep]
+            out = self.model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits
+        else:
+            out = self.model(input_ids=input_ids, use_cache=False).logits[:, keep]
+        return out.float()
 
     def describe(self) -> dict:
-        return {
-            "source": self.source,
-            "format": self.format,
-            "architecture": (self.model.config.architectures or [type(self.model).__name__])[0],
+        return description(
+            backend="hf",
+            source=self.source,
+            format=self.format,
+            architecture=(self.model.config.architectures or [type(self.model).__name__])[0],
             # A packed format keeps its integers as buffers: count the weights they stand for instead.
-            "n_parameters": self.n_weights or sum(p.numel() for p in self.model.parameters()),
-            "vocab_size": self.vocab_size,
-            "compute_dtype": self.dtype,
-            "device": self.device.type,
-        }
+            n_parameters=self.n_weights or sum(p.numel() for p in self.model.parameters()),
+            vocab_size=self.vocab_size,
+            compute_dtype=self.dtype,
+            device=self.device.type,
+            details={},
+        )
 
 
 def check_loading_info(info: dict, source: Path) -> None:
@@ -107,30 +122,27 @@ def _from_pretrained(directory: Path, torch_dtype: torch.dtype, **kwargs):
 
 
 def _load_gguf(path: Path, torch_dtype: torch.dtype):
-    check_gguf(path)
+    stored = check_gguf(path)
     try:
         model, info = _from_pretrained(path.parent, torch.float32, gguf_file=path.name)
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
     check_loading_info(info, path)
+    # transformers drops GGUF tensors it has no name for without reporting them: count what the network holds.
+    used = sum(p.numel() for p in model.parameters())
+    if stored > used:
+        raise UserError(
+            f"{path}: {stored - used:,} of its {stored:,} stored values are in tensors the architecture does not use; "
+            "refusing a partially loaded model"
+        )
     return model.to(torch_dtype)
 
 
-def check_device(device: str) -> str:
-    """A torch device string that exists on this machine (cpu, cuda, cuda:1, mps)."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but torch sees no CUDA GPU here")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {device!r} requested but MPS is not available here")
-    return device
-
-
 def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> HFLogitModel:
-    """Load a causal LM from a local model directory or a .gguf file, in the given compute dtype and device."""
+    """Load a causal LM from a local model directory or a .gguf file, in the given compute dtype and device.
+
+    The weights are loaded in the compute dtype (base.py: what a compute dtype means).
+    """
     if dtype not in COMPUTE_DTYPES:
         raise UserError(f"unknown compute dtype {dtype!r}; use one of {', '.join(COMPUTE_DTYPES)}")
     check_device(device)
@@ -138,6 +150,7 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     path = Path(path)
     if not path.exists():
         raise UserError(f"model path {path} does not exist")
+    path = lone_gguf(path)
     if path.is_file():
         if path.suffix != ".gguf":
             raise UserError(f"{path} is a file but not a .gguf; give a model directory or a .gguf file")
@@ -175,3 +188,39 @@ def load_tokenizer(path: str | Path):
         raise
     except Exception as err:
         raise UserError(f"could not load a tokenizer from {path} ({err.__class__.__name__}: {err})") from None
+
+
+def lone_gguf(path: Path) -> Path:
+    """A directory holding no safetensors or .bin weights but one .gguf file stands for that file."""
+    if not path.is_dir() or any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin")):
+        return path
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) > 1:
+        raise UserError(f"{path} holds several .gguf files ({', '.join(g.name for g in ggufs)}): pass the one to use")
+    return ggufs[0] if ggufs else path
+
+
+def directory_files(path: Path) -> list[Path]:
+    """config.json, the shard index if present, then the sorted *.safetensors (else pytorch_model*.bin) files."""
+    weights = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        raise UserError(f"{path} holds no model weights (*.safetensors, *.gguf or pytorch_model*.bin)")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} has weights but no config.json: the architecture is part of the model's description")
+    return [path / name for name in CONFIG_FILES if (path / name).is_file()] + weights
+
+
+@register_backend("hf")
+class HuggingFace(Backend):
+    label = "Hugging Face model directory or .gguf file"
+    fallback = True  # every marked directory (quantized, QuIP#) is also a Hugging Face directory
+
+    def can_open(self, path: Path) -> bool:
+        return path.is_dir() or path.suffix == ".gguf"
+
+    def load(self, path: Path, compute_dtype: str, device: str) -> HFLogitModel:
+        return load_model(path, compute_dtype, device)
+
+    def priced_files(self, path: Path) -> list[Path]:
+        path = lone_gguf(path)
+        return [path] if path.is_file() else directory_files(path)

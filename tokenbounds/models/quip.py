@@ -7,6 +7,9 @@ transformers 4.34. So tokenbounds neither ships nor imports it: `bound --quip-sh
 `quip_worker.py` under the Python of quip-sharp's environment, sends it token ids and gets raw logits back; the
 scorer and the statistics are the same as for every other model.
 
+Backend "quip-sharp": a directory whose config.json has `quip_params`. It runs in quip-sharp's own compute dtype and
+refuses --compute-dtype bfloat16; its priced files are those of a Hugging Face directory.
+
 The hypothesis is "these checkpoint files, decoded by quip-sharp at commit C, evaluated in its compute dtype". The
 decoder is fixed before the data is seen, so the prior is the description length of the checkpoint files
 (`--checkpoint-size`, the paper's recipe); the commit is recorded in the report.
@@ -14,6 +17,7 @@ decoder is fixed before the data is seen, so the prior is the description length
 
 import json
 import subprocess
+import sys
 import weakref
 from pathlib import Path
 
@@ -22,7 +26,10 @@ import torch
 
 from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.errors import UserError
+from tokenbounds.models.base import description
+from tokenbounds.models.hf import directory_files
 from tokenbounds.models.quip_worker import receive, send, widen
+from tokenbounds.models.registry import Backend, register_backend
 
 WORKER = Path(__file__).with_name("quip_worker.py")
 
@@ -100,19 +107,45 @@ class QuipSharpModel:
         return torch.from_numpy(reply).float()
 
     def describe(self) -> dict:
-        return {
-            "source": str(self.path),
-            "format": "QuIP# (decoded and evaluated by quip-sharp in a worker process)",
-            "architecture": self.info["architecture"],
-            "base_model": self.info["base_model"],
-            "n_parameters": self.n_weights,
-            "n_stored_values": self.info["n_stored_values"],
-            "vocab_size": self.vocab_size,
-            "compute_dtype": self.info["compute_dtype"],
-            "device": self.info["device"],
-            "quip_params": self.info["quip_params"],
-            "decoder": {**self.decoder, "torch": self.info["torch"], "transformers": self.info["transformers"]},
-        }
+        return description(
+            backend="quip-sharp",
+            source=str(self.path),
+            format="QuIP# (decoded and evaluated by quip-sharp in a worker process)",
+            architecture=self.info["architecture"],
+            n_parameters=self.n_weights,
+            vocab_size=self.vocab_size,
+            compute_dtype=self.info["compute_dtype"],
+            device=self.info["device"],
+            details={
+                "base_model": self.info["base_model"],
+                "n_stored_values": self.info["n_stored_values"],
+                "quip_params": self.info["quip_params"],
+                "decoder": {**self.decoder, "torch": self.info["torch"], "transformers": self.info["transformers"]},
+            },
+        )
+
+
+@register_backend("quip-sharp")
+class QuipSharp(Backend):
+    label = "QuIP# checkpoint (config.json has quip_params)"
+    # float32 is the default request, read here as "none": describe() records the dtype quip-sharp ran in.
+    compute_dtypes = ("float32",)
+    dtype_refusal = "QuIP# models run in quip-sharp's own compute dtype (recorded in the report); drop --compute-dtype"
+    options = ("quip_sharp", "quip_python")
+
+    def can_open(self, path: Path) -> bool:
+        return is_quip_checkpoint(path)
+
+    def load(self, path: Path, compute_dtype: str, device: str, quip_sharp=None, quip_python=None) -> QuipSharpModel:
+        if quip_sharp is None:
+            raise UserError(
+                f"{path} is a QuIP# checkpoint (config.json has quip_params): its decoder and CUDA kernels are in "
+                "quip-sharp; pass --quip-sharp DIR (a built checkout) and --quip-python PYTHON (its environment)"
+            )
+        return QuipSharpModel(path, quip_sharp, quip_python or sys.executable, device)
+
+    def priced_files(self, path: Path) -> list[Path]:
+        return directory_files(path)
 
 
 def _stop(worker: subprocess.Popen) -> None:
