@@ -4,7 +4,26 @@ import json
 
 import pytest
 
+from tokenbounds.cli.train import resolve
+from tokenbounds.models.parametrization import spec_bytes
+from tokenbounds.quickstart import QuickstartConfig, quickstart_spec
+
 from .test_cli_bound import one_line_error, run_cli
+
+# The quickstart's model as it shipped (README's figures): its spec must never change by accident.
+REFERENCE_SPEC = (
+    '{"arch":{"bias":false,"context":128,"dropout":0.0,"n_embd":128,"n_head":4,"n_layer":4,"vocab_size":257},'
+    '"format":"tokenbounds-gpt","groups":{"attn":"lora","embed":"lora","mlp":"lora","norm":"dense"},"init_seed":0,'
+    '"lora":{"alpha":16.0,"rank":16},"subspace":{"dim":10000,"seed":1,"terms":1},"version":1}'
+)
+
+
+def test_quickstart_model_is_the_reference_and_train_param_sublora():
+    spec = quickstart_spec(QuickstartConfig())
+    assert spec_bytes(spec).decode() == REFERENCE_SPEC
+    # `tokenbounds train --param sublora` at the quickstart's sizes is the very same hypothesis.
+    trained, _ = resolve({"param": "sublora", "rank": 16}, corpus_vocab=257)
+    assert trained == spec
 
 
 @pytest.mark.slow
