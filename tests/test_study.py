@@ -13,7 +13,7 @@ import pytest
 
 from tokenbounds.cli import main
 from tokenbounds.pipeline import BoundRequest, compute_bound
-from tokenbounds.studies import runner
+from tokenbounds.studies import compression, runner
 from tokenbounds.studies.compression import compression_study
 from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
 from tokenbounds.studies.runner import Hypothesis, Row, Study, run_study
@@ -64,29 +64,61 @@ def test_best_row_paid_log2_rows(finished):
     assert unpaid["best_bits_per_token"]["bound"] < summary["best"]["bound"]
 
 
-def test_an_interrupted_study_resumes_to_the_uninterrupted_result(finished, tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
+def interrupt_call(n: int, real, leave_behind=None):
+    """`real`, except that its n-th call is cut short by a KeyboardInterrupt (after leaving `leave_behind(args)`)."""
     calls = []
 
-    def interrupted_on_the_second_row(request):
-        calls.append(request.model)
-        if len(calls) == 2:  # the second row's model is trained and quantized; its bound is cut short
+    def wrapper(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == n:
+            if leave_behind is not None:
+                leave_behind(*args)
             raise KeyboardInterrupt
-        return compute_bound(request)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "compute_bound", interrupted_on_the_second_row)
+    return wrapper
+
+
+def half_written(where: int):
+    """A directory argument left as an interrupted writer leaves it: created, with one file in it."""
+
+    def leave(*args):
+        Path(args[where]).mkdir(parents=True)
+        (Path(args[where]) / "spec.json").write_text("{")
+
+    return leave
+
+
+@pytest.mark.parametrize(
+    "module,name,n,leave,done",
+    [
+        # the second row's model is trained and quantized; its bound is cut short
+        (runner, "compute_bound", 2, None, ["time-step25"]),
+        # the second row's quantized directory is half written
+        (compression, "quantize_model", 2, half_written(1), ["time-step25"]),
+        # the third row's model (a new one) is interrupted before its first checkpoint
+        (compression, "train", 3, half_written(3), ["time-step25", "time-step50"]),
+    ],
+    ids=["in-bound", "in-quantize", "in-train"],
+)
+def test_an_interrupted_study_resumes_to_the_uninterrupted_result(
+    finished, tmp_path, monkeypatch, capsys, module, name, n, leave, done
+):
+    out = tmp_path / "run"
+    monkeypatch.setattr(module, name, interrupt_call(n, getattr(module, name), leave))
     assert main([*SMALLEST, "--out", str(out)]) == 130
-    assert [p.name for p in (out / "rows").iterdir()] == ["time-step25.json"] and not (out / "study.json").exists()
+    assert sorted(p.stem for p in (out / "rows").iterdir()) == done and not (out / "study.json").exists()
     first = (out / "rows" / "time-step25.json").read_bytes()
 
-    calls.clear()
+    monkeypatch.undo()
+    calls = []
     monkeypatch.setattr(runner, "compute_bound", lambda request: calls.append(request.model) or compute_bound(request))
     capsys.readouterr()
     assert main([*SMALLEST, "--out", str(out), "--resume"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("row 1/13 step=25: bound") and lines[0].endswith("(done before)")
-    assert lines[1].startswith("row 2/13 step=50: bound") and lines[1].endswith(" s")
-    assert len(calls) == 12 and (out / "rows" / "time-step25.json").read_bytes() == first  # row 1 was not redone
+    assert lines[len(done)].startswith(f"row {len(done) + 1}/13 ") and lines[len(done)].endswith(" s")
+    assert len(calls) == 13 - len(done) and (out / "rows" / "time-step25.json").read_bytes() == first  # not redone
     resumed = json.loads((out / "study.json").read_text())
     assert without_seconds(resumed) == without_seconds(json.loads((finished / "study.json").read_text()))
 
