@@ -27,6 +27,7 @@ def test_quickstart_model_is_the_reference_and_train_param_sublora():
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")  # two threads on two shared cores ran this 10x slower
 def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
     out = tmp_path / "qs"
     extra = tmp_path / "copy.json"
@@ -49,6 +50,7 @@ def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert json.loads(extra.read_text()) == report
     assert report["method"] == "eb" and report["mode"] == "block" and report["samples"] == 64
+    assert report["subsample_ucb"] == "betting"
     assert report["vocab_size"] == 257 and report["n_tokens"] > 4_000_000
     q = report["quickstart"]
     assert q["quantized"]["n_parameters"] == 500 and q["train"]["steps"] == 30

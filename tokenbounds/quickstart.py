@@ -115,6 +115,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=
             data=str(data),
             method="eb",
             mode="block",
+            subsample_ucb="betting",  # explicit: the quickstart's figures are this bound's, whatever the defaults
             samples=cfg.samples,
             context=cfg.context,
             stride=cfg.stride,
