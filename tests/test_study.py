@@ -29,11 +29,15 @@ def without_seconds(summary: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
+def finished(tmp_path_factory):
     """An uninterrupted run of the smallest study."""
+    import torch
+
+    threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("whole") / "run"
     assert main([*SMALLEST, "--out", str(out)]) == 0
-    return out
+    yield out
+    torch.set_num_threads(threads)  # the CLI set its --threads for this process
 
 
 def test_smallest_study_writes_json_table_and_plots(finished):

@@ -2,8 +2,9 @@
 
 paper: README's figures (the former scripts/bench_bounds.py): a 4 x 128 GPT, a 2,000-step schedule, 1,000 steps
     per dim and param row, 2,000 blocks per bound.
-default: the same four sub-studies at about a fifth of the training, sized for <= 15 minutes on a 2-core AVX2 CPU.
-smallest: a 1 x 32 GPT, 20 steps, 64 blocks: seconds, for CI; its bounds are valid but near log2 V.
+default: the same four sub-studies with 15% of the paper's training steps and 400 blocks per bound: 10.5 minutes
+    with one thread on a shared 2-core AVX2 CPU (no native bfloat16), where it must stay under 15.
+smallest: a 1 x 32 GPT, 50 steps, 64 blocks: 10 s, for CI; its bounds are valid but far from tight.
 """
 
 from dataclasses import dataclass, replace
