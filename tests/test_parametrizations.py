@@ -13,8 +13,10 @@ from tokenbounds.models.lora import LoRALinear
 from tokenbounds.models.monarch import MonarchLinear
 from tokenbounds.models.parametrization import (
     FREE_FILE,
+    PARAMETRIZATIONS,
     SPEC_FILE,
     build_model,
+    count_parameters,
     free_parameters,
     load_free_parameters,
     load_trained,
@@ -215,3 +217,14 @@ def test_projection_stays_float32_under_bfloat16_autocast():
         inside = proj(z)
     assert inside.dtype == torch.float32
     assert torch.equal(inside, proj(z))
+
+
+def test_sublora_is_lora_behind_a_subspace_and_every_named_parametrization_builds():
+    assert PARAMETRIZATIONS["lora"] == LORA and PARAMETRIZATIONS["dense"] == DENSE
+    lora = build_model(make_spec(ARCH, PARAMETRIZATIONS["lora"], rank=2))
+    sublora = build_model(make_spec(ARCH, PARAMETRIZATIONS["sublora"], rank=2, subspace_dim=50))
+    # P maps z onto exactly the tensors LoRA would train, no more (no dense embedding or positions)
+    assert sublora.n_projected == count_parameters(lora)["free"]
+    for name, groups in PARAMETRIZATIONS.items():
+        model = build_model(make_spec(ARCH, groups, rank=2, kron_factor=2, monarch_blocks=2))
+        assert count_parameters(model)["free"] > 0, name

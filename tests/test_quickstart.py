@@ -4,10 +4,30 @@ import json
 
 import pytest
 
+from tokenbounds.cli.train import resolve
+from tokenbounds.models.parametrization import spec_bytes
+from tokenbounds.quickstart import QuickstartConfig, quickstart_spec
+
 from .test_cli_bound import one_line_error, run_cli
+
+# The quickstart's model as it shipped (README's figures): its spec must never change by accident.
+REFERENCE_SPEC = (
+    '{"arch":{"bias":false,"context":128,"dropout":0.0,"n_embd":128,"n_head":4,"n_layer":4,"vocab_size":257},'
+    '"format":"tokenbounds-gpt","groups":{"attn":"lora","embed":"lora","mlp":"lora","norm":"dense"},"init_seed":0,'
+    '"lora":{"alpha":16.0,"rank":16},"subspace":{"dim":10000,"seed":1,"terms":1},"version":1}'
+)
+
+
+def test_quickstart_model_is_the_reference_and_train_param_sublora():
+    spec = quickstart_spec(QuickstartConfig())
+    assert spec_bytes(spec).decode() == REFERENCE_SPEC
+    # `tokenbounds train --param sublora` at the quickstart's sizes is the very same hypothesis.
+    trained, _ = resolve({"param": "sublora", "rank": 16}, corpus_vocab=257)
+    assert trained == spec
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")  # two threads on two shared cores ran this 10x slower
 def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
     out = tmp_path / "qs"
     extra = tmp_path / "copy.json"
@@ -30,6 +50,7 @@ def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert json.loads(extra.read_text()) == report
     assert report["method"] == "eb" and report["mode"] == "block" and report["samples"] == 64
+    assert report["subsample_ucb"] == "betting"
     assert report["vocab_size"] == 257 and report["n_tokens"] > 4_000_000
     q = report["quickstart"]
     assert q["quantized"]["n_parameters"] == 500 and q["train"]["steps"] == 30

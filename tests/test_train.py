@@ -13,7 +13,14 @@ from tokenbounds.cli import train as train_cli
 from tokenbounds.data.shards import open_corpus, write_meta
 from tokenbounds.errors import UserError
 from tokenbounds.models.gpt import GPTConfig, GPTLogitModel
-from tokenbounds.models.parametrization import build_model, free_parameters, load_trained, make_spec
+from tokenbounds.models.parametrization import (
+    PARAMETRIZATIONS,
+    SUBSPACE_BY_DEFAULT,
+    build_model,
+    free_parameters,
+    load_trained,
+    make_spec,
+)
 from tokenbounds.train.trainer import TrainConfig, learning_rate, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -197,3 +204,34 @@ def test_divergence_is_reported_not_saved(tmp_path, data):
     with pytest.raises(UserError, match="diverged.*lower --lr"):
         train(spec, small_cfg(steps=20, lr=1e12, warmup=0, grad_clip=0), open_corpus(data[0]), tmp_path / "run",
               progress=False)  # fmt: skip
+
+
+def test_log_lines_speak_bits_per_token_and_name_what_was_evaluated(tmp_path, data):
+    spec = make_spec(ARCH, {"attn": "dense", "norm": "dense"})
+    corpus, val = (open_corpus(d) for d in data)
+    for name, val_corpus, where in [("a", None, "16 fixed windows of the training corpus"), ("b", val, "validation")]:
+        lines = []
+        result = train(spec, small_cfg(steps=4, eval_every=2), corpus, tmp_path / name, val_corpus=val_corpus,
+                       progress=False, log=lines.append)  # fmt: skip
+        evals = [line for line in lines if line.startswith("step ")]
+        assert len(evals) == 2 and not any("nats" in line or "no --val" in line for line in lines)
+        last = result.history[-1]
+        assert f"train {last['train_loss'] / math.log(2):.3f} bits/token" in evals[-1]
+        assert f"{where}" in evals[-1] and f"{result.val_loss / math.log(2):.3f} bits/token" in evals[-1]
+        assert last["train_bits_per_token"] == pytest.approx(last["train_loss"] / math.log(2))
+
+
+def test_progress_bar_says_what_it_counts(tmp_path, data, capsys):
+    spec = make_spec(ARCH, {"norm": "dense"})
+    train(spec, small_cfg(steps=2), open_corpus(data[0]), tmp_path / "run", log=lambda line: None)
+    bar = capsys.readouterr().err
+    assert "training:" in bar and "step" in bar and "bits/token" in bar
+
+
+def test_every_named_parametrization_is_what_train_param_resolves_to():
+    for name, groups in PARAMETRIZATIONS.items():
+        spec, cfg = train_cli.resolve({"param": name}, corpus_vocab=V)
+        assert spec["groups"] == groups
+        assert (spec["subspace"] is not None) == (name in SUBSPACE_BY_DEFAULT)
+    # a bare group takes the named parametrization's kind of linears
+    assert train_cli.parse_groups("attn,embed", "sublora") == {"attn": "lora", "embed": "lora"}

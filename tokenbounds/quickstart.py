@@ -27,7 +27,7 @@ from tokenbounds.data.embedded import shakespeare_path
 from tokenbounds.data.prepare import prepare
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.models.gpt import GPTConfig
-from tokenbounds.models.parametrization import make_spec
+from tokenbounds.models.parametrization import PARAMETRIZATIONS, make_spec
 from tokenbounds.pipeline import BoundRequest, compute_bound
 from tokenbounds.streams import check_seed
 from tokenbounds.train.trainer import TrainConfig, cpu_has_fast_bf16, random_streams, train
@@ -53,6 +53,26 @@ class QuickstartConfig:
     extra_bits: float = 4.0  # log2 of the (at most 16) configurations the developers tried on this corpus
 
 
+def quickstart_spec(cfg: QuickstartConfig) -> dict:
+    """The model the quickstart trains: `train --param sublora` (tokenbounds.models.parametrization) at cfg's sizes."""
+    arch = GPTConfig(
+        vocab_size=len(ByteTokenizer()),
+        context=cfg.context,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        n_embd=cfg.n_embd,
+        dropout=0.0,
+    )
+    return make_spec(
+        arch,
+        PARAMETRIZATIONS["sublora"],
+        init_seed=cfg.seed,
+        rank=cfg.lora_rank,
+        subspace_dim=cfg.subspace_dim,
+        subspace_seed=cfg.seed + 1,
+    )
+
+
 def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=print) -> dict:
     """Run the four steps into `out` (a new directory) and return the bound report with a `quickstart` section."""
     check_seed(cfg.seed)  # before the corpus is prepared
@@ -66,22 +86,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=
     timings["prepare_seconds"] = time.perf_counter() - started
 
     log("2/4 train: SubLoRA GPT")
-    arch = GPTConfig(
-        vocab_size=len(ByteTokenizer()),
-        context=cfg.context,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.n_embd,
-        dropout=0.0,
-    )
-    spec = make_spec(
-        arch,
-        {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"},
-        init_seed=cfg.seed,
-        rank=cfg.lora_rank,
-        subspace_dim=cfg.subspace_dim,
-        subspace_seed=cfg.seed + 1,
-    )
+    spec = quickstart_spec(cfg)
     train_cfg = TrainConfig(
         steps=cfg.steps,
         batch_size=cfg.batch_size,
@@ -110,6 +115,7 @@ def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=
             data=str(data),
             method="eb",
             mode="block",
+            subsample_ucb="betting",  # explicit: the quickstart's figures are this bound's, whatever the defaults
             samples=cfg.samples,
             context=cfg.context,
             stride=cfg.stride,

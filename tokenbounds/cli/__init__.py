@@ -10,7 +10,7 @@ import sys
 from tokenbounds.errors import UserError
 
 # Modules under tokenbounds.cli, in the order --help lists them.
-COMMANDS = ["quickstart", "prepare", "train", "quantize", "size", "bound"]
+COMMANDS = ["quickstart", "prepare", "train", "quantize", "size", "bound", "study"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,17 +10,17 @@ import torch
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
 from tokenbounds.models.gpt import GPTConfig
-from tokenbounds.models.parametrization import GROUPS, KINDS_BY_GROUP, canonical_group, make_spec
+from tokenbounds.models.parametrization import (
+    GROUPS,
+    KINDS_BY_GROUP,
+    PARAMETRIZATIONS,
+    SUBSPACE_BY_DEFAULT,
+    canonical_group,
+    make_spec,
+)
 from tokenbounds.train.trainer import TrainConfig, read_checkpoint_state, train
 
-PARAMS = ("dense", "lora", "sublora", "kronecker", "monarch")
-DEFAULT_GROUPS = {
-    "dense": "attn,mlp,embed,pos,norm",
-    "lora": "attn,mlp,embed,norm",
-    "sublora": "attn,mlp,embed=dense,pos,norm",  # LoRA linears; every other tensor dense, all behind P
-    "kronecker": "attn,mlp,embed=lora,norm",
-    "monarch": "attn,mlp,embed=lora,norm",
-}
+PARAMS = tuple(PARAMETRIZATIONS)
 DEFAULT_LR = {"dense": 3e-3, "lora": 3e-3, "kronecker": 3e-3, "monarch": 3e-3}
 SUBSPACE_LR = 1e-2  # for z of any subspace run (z steps move each parameter about as much as a dense step)
 # Every flag defaults to None so that a resumed run can tell "not given" (take the checkpoint's) from "given".
@@ -78,15 +78,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     c.add_argument(
         "--param",
         choices=PARAMS,
-        help="how attention and MLP linears are parametrized; sublora = LoRA "
-        "whose trainable numbers all live in a random subspace of dimension --subspace-dim (default sublora)",
+        help="the named parametrization (layer groups and kinds below); sublora = lora's groups (LoRA on attention, "
+        "MLP and the tied embedding, norms dense) whose trainable numbers all live in a random subspace of dimension "
+        "--subspace-dim, the quickstart's model (default sublora; before this release sublora trained dense embeddings "
+        "and positions instead of LoRA on the embedding: --groups attn,mlp,embed=dense,pos,norm gives that back)",
     )
     c.add_argument(
         "--groups",
         help=f"layer groups to train, comma-separated, each GROUP or GROUP=KIND; groups: "
         f"{', '.join(GROUPS)} (head = embed: the tied token matrix); a bare group takes --param's kind "
         "where it allows it, else dense; others stay at their seeded initialisation (default per --param: "
-        + "; ".join(f"{k}: {v}" for k, v in DEFAULT_GROUPS.items())
+        + "; ".join(f"{k}: {_groups_text(v)}" for k, v in PARAMETRIZATIONS.items())
         + ")",
     )
     c.add_argument("--rank", type=int, help=f"LoRA rank (default {DEFAULTS['rank']})")
@@ -156,8 +158,12 @@ def _given(args) -> dict:
     return {k: getattr(args, k) for k in DEFAULTS if getattr(args, k, None) is not None}
 
 
+def _groups_text(groups: dict[str, str]) -> str:
+    return ",".join(f"{g}={k}" for g, k in groups.items())
+
+
 def parse_groups(text: str, param: str) -> dict[str, str]:
-    kind = "lora" if param == "sublora" else param
+    kind = PARAMETRIZATIONS[param]["attn"]  # the kind of the named parametrization's linears
     groups = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, _, explicit = item.partition("=")
@@ -186,10 +192,11 @@ def resolve(settings: dict, corpus_vocab: int) -> tuple[dict, TrainConfig]:
         dropout=s["dropout"],
         bias=s["bias"],
     )
-    dim = s["subspace_dim"] if s["subspace_dim"] is not None else (SUBLORA_DIM if param == "sublora" else None)
+    default_dim = SUBLORA_DIM if param in SUBSPACE_BY_DEFAULT else None
+    dim = s["subspace_dim"] if s["subspace_dim"] is not None else default_dim
     spec = make_spec(
         arch,
-        parse_groups(s["groups"] or DEFAULT_GROUPS[param], param),
+        parse_groups(s["groups"], param) if s["groups"] else PARAMETRIZATIONS[param],
         init_seed=s["init_seed"],
         rank=s["rank"],
         lora_alpha=s["lora_alpha"],

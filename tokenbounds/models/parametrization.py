@@ -44,6 +44,18 @@ KINDS_BY_GROUP = {
     "pos": ("dense",),
     "norm": ("dense",),
 }
+# The named parametrizations, defined once for `train --param`, the quickstart and the studies: which kind each
+# trained layer group takes. SubLoRA is LoRA's groups behind a subspace (theta_0 + P z); `SUBSPACE_BY_DEFAULT`
+# names the parametrizations that imply one. To put LoRA linears and dense embeddings, positions and norms behind P
+# (what `train --param sublora` meant before), pass those groups explicitly: attn,mlp,embed=dense,pos,norm.
+PARAMETRIZATIONS = {
+    "dense": {"attn": "dense", "mlp": "dense", "embed": "dense", "pos": "dense", "norm": "dense"},
+    "lora": {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"},
+    "sublora": {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"},
+    "kronecker": {"attn": "kronecker", "mlp": "kronecker", "embed": "lora", "norm": "dense"},
+    "monarch": {"attn": "monarch", "mlp": "monarch", "embed": "lora", "norm": "dense"},
+}
+SUBSPACE_BY_DEFAULT = ("sublora",)
 SPEC_FILE = "spec.json"
 FREE_FILE = "free_parameters.safetensors"
 

@@ -42,6 +42,7 @@ from tokenbounds.models.parametrization import (
 from tokenbounds.streams import TRAIN_EVAL, TRAIN_TORCH, TRAIN_WINDOWS, check_seed, describe, stream, torch_seed
 
 STATE_FILE = "train_state.json"
+LN2 = math.log(2.0)  # losses are computed in nats (cross_entropy) and reported in bits
 OPTIMIZER_FILE = "optimizer.pt"
 
 
@@ -115,8 +116,16 @@ class TrainResult:
     tokens: int
     seconds: float
     train_loss: float  # nats/token, mean over the last logging window
-    val_loss: float | None  # nats/token on the held-out windows, at the last evaluation
+    val_loss: float | None  # nats/token on the evaluation windows, at the last evaluation
     history: list
+
+
+def eval_line(record: dict, eval_name: str, tokens_per_second: float) -> str:
+    """One evaluation's log line, in bits per token like the rest of tokenbounds."""
+    return (
+        f"step {record['step']}: train {record['train_bits_per_token']:.3f} bits/token (mean since the last "
+        f"evaluation), {eval_name} {record['val_bits_per_token']:.3f} bits/token, {tokens_per_second:,.0f} tokens/s"
+    )
 
 
 def random_streams(seed: int) -> dict:
@@ -235,17 +244,20 @@ def train(
             f"{out} exists and is not empty: choose a new --out, or pass --resume to continue the run in it"
         )
 
+    # Fixed windows drawn once from their own stream; without a validation corpus they come from the training
+    # corpus, so they may overlap training windows: not held out, and the log line says so.
+    n_eval = cfg.eval_batches * cfg.batch_size
+    eval_name = "validation corpus" if val_corpus is not None else f"{n_eval} fixed windows of the training corpus"
     eval_source = val_corpus if val_corpus is not None else corpus
     eval_windows = torch.from_numpy(
         random_windows(
             eval_source,
-            cfg.eval_batches * cfg.batch_size,
+            n_eval,
             context + 1,
             stream(cfg.seed, TRAIN_EVAL),
             vocab_size=vocab,
         )
     )
-    eval_name = "val" if val_corpus is not None else "train (no --val given)"
     model = build_model(spec)
     params = free_parameters(model)
     decay = [p for p in params.values() if p.dim() >= 2]
@@ -283,7 +295,7 @@ def train(
 
     model.train()
     val_loss = history[-1]["val_loss"] if history else None
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="training", unit="step", dynamic_ncols=True)
     started = time.perf_counter() - seconds
     while step < cfg.steps:
         lr = learning_rate(step, cfg)
@@ -308,7 +320,9 @@ def train(
         window_loss, window_steps = window_loss + step_loss, window_steps + 1
         elapsed = time.perf_counter() - started
         bar.update(1)
-        bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
+        bar.set_postfix_str(
+            f"{step_loss / LN2:.3f} bits/token, lr {lr:.2e}, {tokens / max(elapsed, 1e-9):,.0f} tokens/s"
+        )
 
         last = step == cfg.steps
         stopping = step == stop_at_step
@@ -318,16 +332,14 @@ def train(
                 "step": step,
                 "tokens": tokens,
                 "seconds": round(elapsed, 3),
-                "train_loss": window_loss / window_steps,
+                "train_loss": window_loss / window_steps,  # nats, as resumed runs have always stored them
                 "val_loss": val_loss,
-                "val_bits_per_token": val_loss / math.log(2),
+                "train_bits_per_token": window_loss / window_steps / LN2,
+                "val_bits_per_token": val_loss / LN2,
             }
             history.append(record)
             window_loss, window_steps = 0.0, 0
-            (bar.write if progress else log)(
-                f"step {step}: train {record['train_loss']:.4f} nats/token, {eval_name} {val_loss:.4f} nats/token "
-                f"= {record['val_bits_per_token']:.3f} bits/token, {tokens / elapsed:,.0f} tokens/s"
-            )
+            (bar.write if progress else log)(eval_line(record, eval_name, tokens / elapsed))
         if step % cfg.checkpoint_every == 0 or last or stopping:
             state = {**base_state, "step": step, "tokens": tokens, "seconds": elapsed, "history": history}
             state.update(window_loss=window_loss, window_steps=window_steps)
