@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 
-from tokenbounds.compress.model import Source, load_quantized, quantize_model
+from tokenbounds.compress.model import quantize_model
+from tokenbounds.compress.quantized_dir import load_quantized
+from tokenbounds.compress.source import Source
 
 
 def main() -> None:

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from tokenbounds.compress.model import load_quantized, quantize_model
+from tokenbounds.compress.model import quantize_model
+from tokenbounds.compress.quantized_dir import load_quantized
 from tokenbounds.data.shards import open_corpus
-from tokenbounds.hypothesis import load_any
 from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.parametrization import build_model, load_free_parameters, make_spec
+from tokenbounds.models.registry import open_model
 from tokenbounds.train.trainer import TrainConfig, train
 
 from .test_cli_bound import OLD_DEFAULTS, one_line_error, run_cli
@@ -43,13 +44,13 @@ def test_quantized_gpt_round_trip_and_bound(trained, tmp_path, capsys):
     reference = build_model(spec)
     load_free_parameters(reference, {k: torch.from_numpy(v.copy()) for k, v in weights.items()})
     reference.eval()
-    loaded = load_any(out)
+    loaded = open_model(out)
     ids = torch.from_numpy(np.asarray(open_corpus(data).shards[0][:16], dtype=np.int64))[None]
     keep = torch.arange(16)
     with torch.no_grad():
         assert torch.allclose(loaded.logits(ids, keep), reference(ids, keep=keep).float(), atol=1e-6)
     # And it is not the unquantized model (16 levels change z).
-    unquantized = load_any(model_dir)
+    unquantized = open_model(model_dir)
     assert not torch.allclose(loaded.logits(ids, keep), unquantized.logits(ids, keep))
 
     report = tmp_path / "r.json"
@@ -122,7 +123,7 @@ def test_gpt_qat_refines_centroids(trained, tmp_path):
         qat_options={"length": 16, "batch_size": 4, "lr": 1e-3},
     )
     assert manifest["qat"]["steps"] == 3
-    load_any(tmp_path / "qat")  # the refined message decodes to a loadable, verified model
+    open_model(tmp_path / "qat")  # the refined message decodes to a loadable, verified model
 
 
 def test_gpt_on_a_device_other_than_cpu_is_refused(trained, tiny_corpus, capsys):

@@ -19,9 +19,9 @@ from tokenbounds.cli import main
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.units import token_unit
 from tokenbounds.errors import UserError
-from tokenbounds.hypothesis import load_any
 from tokenbounds.models.hf import load_model
 from tokenbounds.models.quip import QuipSharpModel, is_quip_checkpoint
+from tokenbounds.models.registry import open_model
 from tokenbounds.models.scorer import score_units
 
 STAND_IN_LOADER = """
@@ -104,28 +104,28 @@ def test_worker_scores_equal_in_process_scores(quip_model, quip_sharp, tiny_gpt2
 
 def test_quip_checkpoint_without_quip_sharp_is_refused(quip_model):
     with pytest.raises(UserError, match="QuIP# checkpoint .* pass --quip-sharp"):
-        load_any(quip_model)
+        open_model(quip_model)
 
 
 def test_quip_sharp_for_another_model_is_refused(tiny_gpt2, quip_sharp):
     with pytest.raises(UserError, match="is not one"):
-        load_any(tiny_gpt2, quip_sharp=quip_sharp[0])
+        open_model(tiny_gpt2, quip_sharp=quip_sharp[0])
 
 
 def test_not_a_checkout_is_refused(quip_model, tmp_path):
     with pytest.raises(UserError, match="not a quip-sharp checkout"):
-        load_any(quip_model, quip_sharp=tmp_path)
+        open_model(quip_model, quip_sharp=tmp_path)
 
 
 def test_import_failure_is_one_line(quip_model, quip_sharp, monkeypatch):
     monkeypatch.setenv("STAND_IN_FAIL", "1")
     with pytest.raises(UserError, match=r"could not load .*quiptools_cuda.*pass --device cuda\)$"):
-        load_any(quip_model, quip_sharp=quip_sharp[0])
+        open_model(quip_model, quip_sharp=quip_sharp[0])
 
 
 def test_failure_while_scoring_is_one_line(quip_model, quip_sharp, monkeypatch):
     monkeypatch.setenv("STAND_IN_FAIL_FORWARD", "1")
-    model = load_any(quip_model, quip_sharp=quip_sharp[0])
+    model = open_model(quip_model, quip_sharp=quip_sharp[0])
     with pytest.raises(UserError, match="failed while scoring: RuntimeError: CUDA out of memory"):
         model.logits(torch.zeros(1, 5, dtype=torch.int64), torch.arange(5))
 
@@ -141,13 +141,13 @@ def test_worker_that_dies_is_one_line(quip_model, tmp_path):
 def test_unused_checkpoint_tensor_is_refused(tiny_gpt2, quip_sharp, tmp_path):
     extra = quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.update({"transformer.h.0.mlp.Qidxs": torch.zeros(8)}))
     with pytest.raises(UserError, match=r"1 tensor\(s\) not used by the model: transformer.h.0.mlp.Qidxs"):
-        load_any(extra, quip_sharp=quip_sharp[0])
+        open_model(extra, quip_sharp=quip_sharp[0])
 
 
 def test_missing_checkpoint_tensor_is_refused_not_randomly_initialised(tiny_gpt2, quip_sharp, tmp_path):
     lacking = quip_copy(tiny_gpt2, tmp_path / "m", lambda t: t.pop("transformer.h.1.attn.c_proj.weight"))
     with pytest.raises(UserError, match=r"1 tensor\(s\) missing from the checkpoint: transformer.h.1.attn.c_proj"):
-        load_any(lacking, quip_sharp=quip_sharp[0])
+        open_model(lacking, quip_sharp=quip_sharp[0])
 
 
 def test_pickled_code_in_bin_checkpoint_is_refused(tiny_gpt2, quip_sharp, tmp_path):
@@ -156,7 +156,7 @@ def test_pickled_code_in_bin_checkpoint_is_refused(tiny_gpt2, quip_sharp, tmp_pa
     (model / "model.safetensors").unlink()
     torch.save({**tensors, "payload": shutil.rmtree}, model / "pytorch_model.bin")  # a callable, not a tensor
     with pytest.raises(UserError, match="does not load with weights_only=True"):
-        load_any(model, quip_sharp=quip_sharp[0])
+        open_model(model, quip_sharp=quip_sharp[0])
 
 
 def test_bound_command_prices_the_checkpoint_and_records_the_decoder(quip_model, quip_sharp, tiny_corpus, tmp_path):

@@ -16,7 +16,8 @@ import torch
 import tokenbounds.compress.qat as qat
 import tokenbounds.data.windows as windows
 import tokenbounds.train.trainer as trainer
-from tokenbounds.compress.model import MANIFEST, quantize_model
+from tokenbounds.compress.model import quantize_model
+from tokenbounds.compress.quantized_dir import MANIFEST
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
 from tokenbounds.models.gpt import GPTConfig

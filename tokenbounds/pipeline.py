@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.compress.codecs import checkpoint_message_bits, quantized_message_bits
-from tokenbounds.compress.model import is_quantized_dir, load_quantized
+from tokenbounds.compress.pricing import checkpoint_message_bits, quantized_message_bits
+from tokenbounds.compress.quantized_dir import is_quantized_dir, load_quantized
 from tokenbounds.data.shards import Corpus, open_corpus
 from tokenbounds.data.units import (
     block_ids,
@@ -40,8 +40,8 @@ from tokenbounds.data.units import (
     token_unit,
 )
 from tokenbounds.errors import UserError
-from tokenbounds.hypothesis import load_any
-from tokenbounds.models.hf import check_device
+from tokenbounds.models.base import check_device
+from tokenbounds.models.registry import open_model
 from tokenbounds.models.scorer import score_units
 from tokenbounds.report.io import check_finite
 from tokenbounds.stats.bound import report_delta_split, statistic_bound
@@ -235,7 +235,14 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
     corpus = open_corpus(req.data, req.dtype, req.eot)
     # A quantized directory is decoded and verified once, before it is evaluated or priced.
     verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
-    model = load_any(req.model, req.compute_dtype, req.device, verified, req.quip_sharp, req.quip_python)
+    model = open_model(
+        req.model,
+        req.compute_dtype,
+        req.device,
+        verified=verified,
+        quip_sharp=req.quip_sharp,
+        quip_python=req.quip_python,
+    )
     vocab = model.vocab_size
     corpus.check_vocab(vocab)
     if req.verify_data:  # opt-in: one full read of the corpus (hashes against prepare's, every id against V)

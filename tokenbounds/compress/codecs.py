@@ -344,13 +344,3 @@ def checkpoint_size(model: str | Path, codecs: Sequence[str] = ("gzip",), progre
     Use `result.best_bits` as the message bits and add `result.extra_bits`; name `result.best_codec` in the report.
     """
     return measure_size([model], codecs=codecs, progress=progress)
-
-
-def __getattr__(name: str):
-    """`checkpoint_message_bits`, `quantized_message_bits`: now in `compress.pricing`; kept here for callers not yet
-    switched (the integrator moves them and deletes this). Lazy, since pricing imports this module."""
-    if name in ("checkpoint_message_bits", "quantized_message_bits"):
-        from tokenbounds.compress import pricing
-
-        return getattr(pricing, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

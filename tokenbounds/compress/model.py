@@ -17,9 +17,7 @@ import numpy as np
 from tokenbounds.compress import message as msg
 from tokenbounds.compress.coding import entropy_bits
 from tokenbounds.compress.quantize import quantize_tensors
-
-# is_quantized_dir, load_quantized: re-exported for callers not yet switched to quantized_dir (then delete them).
-from tokenbounds.compress.quantized_dir import FORMAT, MANIFEST, MESSAGE, WEIGHTS, is_quantized_dir, load_quantized  # noqa: F401
+from tokenbounds.compress.quantized_dir import FORMAT, MANIFEST, MESSAGE, WEIGHTS
 from tokenbounds.compress.source import Source
 from tokenbounds.errors import UserError
 from tokenbounds.files import file_sha256, holds_something

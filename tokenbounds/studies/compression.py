@@ -21,8 +21,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from tokenbounds.compress.codecs import checkpoint_message_bits
 from tokenbounds.compress.model import quantize_model
+from tokenbounds.compress.pricing import checkpoint_message_bits
 from tokenbounds.data.bytes_tokenizer import ByteTokenizer
 from tokenbounds.data.embedded import shakespeare_path
 from tokenbounds.data.prepare import prepare
