@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tokenbounds.data.shards import open_corpus
-from tokenbounds.data.units import block_ids, block_unit, exhaustive_block_units, sample_blocks
+from tokenbounds.data.units import ContextRule, exhaustive_block_units
 from tokenbounds.models.scorer import _target_stats
 from tokenbounds.stats.eb import default_lambda_grid
 from tokenbounds.stats.smoothing import loss_range
@@ -40,12 +40,10 @@ def test_block_units_cover_every_token_with_the_block_rule(corpus, context, stri
 
 def test_blocks_are_drawn_in_proportion_to_their_length(corpus):
     stride = 4  # shard lengths 11, 7, 3 -> blocks of 4,4,3 | 4,3 | 3 tokens
-    shards, blocks = block_ids(corpus, stride)
-    lengths = np.array(
-        [block_unit(corpus, int(s), int(b), 4, stride).n_targets for s, b in zip(shards, blocks, strict=True)]
-    )
+    rule = ContextRule.block(4, stride)
+    units, draws = rule.sample(corpus, 210_000, np.random.default_rng(0))
+    lengths = np.array([u.n_targets for u in units])  # distinct units, in corpus order
     assert lengths.tolist() == [4, 4, 3, 4, 3, 3]
-    draws = sample_blocks(corpus, 210_000, stride, np.random.default_rng(0))
     freq = np.bincount(draws, minlength=len(lengths)) / len(draws)
     np.testing.assert_allclose(freq, lengths / lengths.sum(), atol=0.004)
 

@@ -40,7 +40,7 @@ def test_help_shows_real_defaults_and_choices():
     text = parser().format_help()
     assert "(default: 10,000)" in text and "(default: 0.05)" in text
     assert "(default: 0.0001,0.01)" in text and "(default: 1,5)" in text
-    assert "(document|block) (default: by mode)" in text
+    assert "--rule {document,block}" in text and "(default: by mode)" in text
     assert "None" not in text and "(" + "1, 5)" not in text  # no Python reprs
     assert "--note" not in text
 

@@ -123,7 +123,7 @@ class PoisonedModel:
 @pytest.mark.parametrize("method", ["lotfi", "eb"])
 def test_a_nan_model_gets_no_bound(tiny_gpt2, tiny_corpus, monkeypatch, capsys, mode, method):
     inner = load_model(tiny_gpt2)
-    monkeypatch.setattr("tokenbounds.pipeline.open_model", lambda *a, **k: PoisonedModel(inner, poison=17))
+    monkeypatch.setattr("tokenbounds.hypothesis.open_model", lambda *a, **k: PoisonedModel(inner, poison=17))
     request = BoundRequest(
         model=str(tiny_gpt2), data=str(tiny_corpus), mode=mode, method=method, message_bits=2000.0,
         samples=500, context=16, progress=False,

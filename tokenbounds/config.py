@@ -103,8 +103,7 @@ def add_flags(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
                 kwargs["type"] = kind
                 kwargs["metavar"] = meta["metavar"]
             if meta["choices"] is not None:
-                kwargs["choices"] = tuple(meta["choices"])
-                kwargs["help"] += f" ({'|'.join(map(str, meta['choices']))})"
+                kwargs["choices"] = tuple(meta["choices"])  # argparse lists them: {a,b,c}
                 kwargs.pop("metavar")
             if required:
                 kwargs["required"] = True

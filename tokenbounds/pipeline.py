@@ -19,169 +19,24 @@ and uses the block's mean loss, so in both cases E[unit value] = R_hat.
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tokenbounds.compress.pricing import checkpoint_message_bits, quantized_message_bits
-from tokenbounds.compress.quantized_dir import is_quantized_dir, load_quantized
 from tokenbounds.data.shards import Corpus, open_corpus
-from tokenbounds.data.units import (
-    block_ids,
-    block_rule,
-    block_unit,
-    check_block,
-    check_context,
-    context_rule,
-    exhaustive_block_units,
-    exhaustive_units,
-    sample_blocks,
-    sample_positions,
-    token_unit,
-)
-from tokenbounds.errors import UserError
-from tokenbounds.models.base import check_device
-from tokenbounds.models.registry import open_model
-from tokenbounds.models.scorer import score_units
+from tokenbounds.data.units import ContextRule
+from tokenbounds.hypothesis import Hypothesis, open_hypothesis
+from tokenbounds.models.scorer import Scores, score_units
 from tokenbounds.report.io import check_finite
-from tokenbounds.stats.bound import report_delta_split, statistic_bound
-from tokenbounds.stats.eb import check_lambda_grid, default_lambda_grid
+from tokenbounds.request import BoundRequest, validate
+from tokenbounds.stats.bound import ReportSplit, report_delta_split, statistic_bound
+from tokenbounds.stats.eb import default_lambda_grid
 from tokenbounds.stats.nll import unsmoothed_nll
-from tokenbounds.stats.prior import complexity_nats
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
-from tokenbounds.stats.subsample import UCBS
 from tokenbounds.stats.topk import topk_error
 from tokenbounds.streams import BOUND_UNITS, describe, stream
 
-DEFAULT_ALPHAS = (1e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5)
-DEFAULT_KS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100)
-METHODS = ("lotfi", "eb")
-MODES = ("token", "block", "exhaustive")
-RULES = ("document", "block")
-UCB_NAMES = tuple(UCBS)
-# The tightest valid configuration is the default: eb, block units (block context rule, stride = context), betting.
-DEFAULT_METHOD, DEFAULT_MODE, DEFAULT_UCB = "eb", "block", "betting"
-PAPER = {"method": "lotfi", "mode": "token", "subsample_ucb": "hoeffding"}  # Lotfi et al. 2024's configuration
-
-
-@dataclass
-class BoundRequest:
-    model: str
-    data: str
-    dtype: str | None = None  # token dtype of a raw .bin corpus
-    eot: int | None = None
-    method: str = DEFAULT_METHOD
-    mode: str = DEFAULT_MODE
-    rule: str | None = None  # context rule; default: block for block mode, document otherwise
-    samples: int = 10_000
-    context: int = 1024
-    stride: int | None = None  # block rule: scored block length (divides context); default = context
-    delta: float = 0.05
-    seed: int = 0
-    message_bits: float | None = None
-    checkpoint_size: bool = False
-    codecs: tuple[str, ...] = ("gzip",)  # --checkpoint-size: codecs tried (best one kept, log2 K extra bits)
-    extra_bits: float = 0.0
-    alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    ks: tuple[int, ...] = DEFAULT_KS
-    lambdas: tuple[float, ...] | None = None  # eb: the lambda grid (default: stats.eb.default_lambda_grid)
-    subsample_ucb: str = DEFAULT_UCB
-    compute_dtype: str = "float32"
-    device: str = "cpu"
-    quip_sharp: str | None = None  # a quip-sharp checkout, for QuIP# checkpoints
-    quip_python: str | None = None  # the Python of quip-sharp's environment (default: this one)
-    batch_tokens: int = 8192
-    verify_data: bool = False  # re-hash every shard and check every id before scoring (one full read)
-    progress: bool = True
-
-    def __post_init__(self):
-        self.rule = self.rule or ("block" if self.mode == "block" else "document")
-        self.stride = self.context if self.stride is None else self.stride
-
-
-def validate(req: BoundRequest) -> None:
-    """Refuse bad numbers before loading anything."""
-    choices = {"--method": (req.method, METHODS), "--mode": (req.mode, MODES), "--rule": (req.rule, RULES)}
-    choices["--subsample-ucb"] = (req.subsample_ucb, UCB_NAMES)
-    for flag, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise UserError(f"unknown {flag} {value!r}; use one of {', '.join(allowed)}")
-    if req.mode == "token" and req.rule != "document":
-        raise UserError("token mode uses the document context rule; use --mode block for the block rule")
-    if req.mode == "block" and req.rule != "block":
-        raise UserError("block mode needs the block context rule (--rule block)")
-    if not 0.0 < req.delta < 1.0:
-        raise UserError(f"--delta must lie in (0, 1), got {req.delta}")
-    if req.mode != "exhaustive" and req.samples <= 0:
-        raise UserError(f"--samples must be > 0, got {req.samples}")
-    if req.mode != "exhaustive" and req.subsample_ucb == "maurer-pontil" and req.samples < 2:
-        raise UserError("--subsample-ucb maurer-pontil needs --samples >= 2 (it estimates a variance)")
-    if req.context <= 0:
-        raise UserError(f"--context must be > 0, got {req.context}")
-    if req.rule == "block":
-        check_block(req.context, req.stride)
-    if not req.alphas:
-        raise UserError("the alpha grid is empty")
-    for alpha in req.alphas:
-        if not 0.0 < alpha < 1.0:
-            raise UserError(f"every alpha must lie in (0, 1), got {alpha}")
-    if len(set(req.alphas)) != len(req.alphas) or len(set(req.ks)) != len(req.ks):
-        raise UserError("the alpha and k grids must not repeat values")
-    for k in req.ks:
-        if k < 1:
-            raise UserError(f"every k must be >= 1, got {k}")
-    if req.lambdas is not None:
-        try:
-            check_lambda_grid(req.lambdas)
-        except ValueError as err:
-            raise UserError(f"--lambdas: {err}") from None
-    if req.message_bits is not None and req.checkpoint_size:
-        raise UserError("give the prior as one of --message-bits N or --checkpoint-size, not both")
-    if req.message_bits is not None and not (req.message_bits > 0 and math.isfinite(req.message_bits)):
-        raise UserError(f"--message-bits must be a positive number of bits, got {req.message_bits}")
-    if not (req.extra_bits >= 0 and math.isfinite(req.extra_bits)):
-        raise UserError(f"--extra-bits must be >= 0, got {req.extra_bits}")
-    if req.batch_tokens <= 0:
-        raise UserError(f"--batch-tokens must be > 0, got {req.batch_tokens}")
-    if req.quip_python is not None and req.quip_sharp is None:
-        raise UserError("--quip-python needs --quip-sharp")
-    if req.quip_sharp is None:  # a quip-sharp worker runs its own torch and checks the device there
-        check_device(req.device)
-
-
-def _prior(req: BoundRequest, manifest: dict | None) -> tuple[float, float, dict]:
-    """(message bits, extra bits, record of where they came from), fixed before any token is scored.
-
-    A quantized directory (its manifest already verified by `load_quantized`: message, config and weights agree)
-    prices itself. `--message-bits` for such a directory may only claim a message at least as long as its own
-    verified one (a shorter claim is a description nobody has shown to exist), and never drops the extra bits the
-    manifest requires. Extra bits the prior requires (log2 of the codecs tried, or of the quantization
-    configurations declared) are added to the user's --extra-bits.
-
-    The record's `data_choice_bits` counts the bits of choices that could have seen the data, the bound's
-    subsample included: the user's --extra-bits and a manifest's configurations tried. The delta split divides the
-    subsampling term's delta by 2^data_choice_bits for them. The choice among codecs is not counted there: it
-    looks only at the checkpoint's compressed sizes, which do not depend on the data.
-    """
-    if manifest is not None:
-        bits, info = quantized_message_bits(req.model, manifest)
-        if req.message_bits is not None:
-            if req.message_bits < bits:
-                raise UserError(
-                    f"--message-bits {req.message_bits:g} is shorter than this quantized directory's own verified "
-                    f"message ({bits:,.0f} bits); give at least that, or leave --message-bits out"
-                )
-            info = {**info, "source": "--message-bits (checked against the quantized message)", "verified_bits": bits}
-            bits = float(req.message_bits)
-        required = info["required_extra_bits"]
-        return bits, req.extra_bits + required, {**info, "data_choice_bits": req.extra_bits + required}
-    if req.message_bits is not None:
-        return float(req.message_bits), req.extra_bits, {"source": "--message-bits", "data_choice_bits": req.extra_bits}
-    if req.checkpoint_size:
-        bits, info = checkpoint_message_bits(req.model, progress=req.progress, codecs=req.codecs)
-    else:
-        raise UserError("give the prior: --message-bits N, or --checkpoint-size to price the checkpoint file(s)")
-    return bits, req.extra_bits + info["required_extra_bits"], {**info, "data_choice_bits": req.extra_bits}
+__all__ = ["BoundRequest", "compute_bound", "compute_bound_with_units", "plan_units"]
 
 
 @dataclass
@@ -191,28 +46,16 @@ class UnitPlan:
     units: object  # a list (sampled modes: distinct units) or an iterator (exhaustive)
     n_targets: int  # targets to score, for the progress bar
     draws: np.ndarray | None  # per draw, in sampling order: index of its unit in `units`; None if exhaustive
-    rule: str
+    rule: ContextRule
 
 
 def plan_units(req: BoundRequest, corpus: Corpus, rng: np.random.Generator) -> UnitPlan:
     """Draw the units (with replacement) and keep each distinct one once: duplicates cost no forward pass."""
-    if req.rule == "block":
-        check_block(req.context, req.stride, corpus)
-        rule = block_rule(req.context, req.stride)
-    else:
-        rule = context_rule(req.context)
+    rule = req.context_rule()
     if req.mode == "exhaustive":
-        if req.rule == "block":
-            return UnitPlan(exhaustive_block_units(corpus, req.context, req.stride), corpus.n_tokens, None, rule)
-        return UnitPlan(exhaustive_units(corpus, req.context), corpus.n_tokens, None, rule)
-    if req.mode == "token":
-        distinct, draws = np.unique(sample_positions(corpus, req.samples, rng), return_inverse=True)
-        units = [token_unit(corpus, int(p), req.context) for p in distinct]
-    else:
-        distinct, draws = np.unique(sample_blocks(corpus, req.samples, req.stride, rng), return_inverse=True)
-        shards, blocks = block_ids(corpus, req.stride)
-        units = [block_unit(corpus, int(shards[b]), int(blocks[b]), req.context, req.stride) for b in distinct]
-    return UnitPlan(units, sum(u.n_targets for u in units), draws.reshape(-1), rule)
+        return UnitPlan(rule.exhaustive_units(corpus), corpus.n_tokens, None, rule)
+    units, draws = rule.sample(corpus, req.samples, rng)
+    return UnitPlan(units, sum(u.n_targets for u in units), draws, rule)
 
 
 def _unit_means(values: np.ndarray, unit: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -231,32 +74,16 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
     `unit_loss` of shape (rows, s), each row's unit values in sampling order; `unit_sq` (eb only), the units' means
     of ((c - l)/Delta)^2; `draws`, each draw's index among the distinct units scored. None when exhaustive.
     """
-    validate(req)
+    rule = validate(req)
     corpus = open_corpus(req.data, req.dtype, req.eot)
-    # A quantized directory is decoded and verified once, before it is evaluated or priced.
-    verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
-    model = open_model(
-        req.model,
-        req.compute_dtype,
-        req.device,
-        verified=verified,
-        quip_sharp=req.quip_sharp,
-        quip_python=req.quip_python,
-    )
-    vocab = model.vocab_size
-    corpus.check_vocab(vocab)
+    hypothesis = open_hypothesis(req, rule, corpus)  # fixed, checked and priced before any token is scored
     if req.verify_data:  # opt-in: one full read of the corpus (hashes against prepare's, every id against V)
-        corpus.verify(vocab, progress=req.progress)
-    check_context(req.context, model.max_positions)
-    message_bits, extra_bits, prior_info = _prior(req, verified[1] if verified else None)
-    nats = complexity_nats(message_bits, extra_bits)
-    m = corpus.n_tokens
+        corpus.verify(hypothesis.model.vocab_size, progress=req.progress)
     plan = plan_units(req, corpus, stream(req.seed, BOUND_UNITS))
     eb = req.method == "eb"
-
     started = time.perf_counter()
     scores = score_units(
-        model,
+        hypothesis.model,
         plan.units,
         alphas=list(req.alphas) if eb else None,
         ks=list(req.ks) if eb else None,
@@ -266,22 +93,27 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
         pad_id=corpus.eot,
     )
     seconds = time.perf_counter() - started
-    if plan.draws is None and len(scores.logp) != m:
-        raise RuntimeError(f"exhaustive scoring covered {len(scores.logp)} of {m} tokens")
-
-    sampled = plan.draws is not None
-    s = len(plan.draws) if sampled else None
-    n_statistics = len(req.alphas) + len(req.ks)
+    if plan.draws is None and len(scores.logp) != corpus.n_tokens:
+        raise RuntimeError(f"exhaustive scoring covered {len(scores.logp)} of {corpus.n_tokens} tokens")
     lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
     split = report_delta_split(
         req.delta,
-        n_statistics,
-        complexity_nats=nats,
-        m=m,
-        s=s,
+        len(req.alphas) + len(req.ks),
+        complexity_nats=hypothesis.prior.complexity_nats,
+        m=corpus.n_tokens,
+        s=None if plan.draws is None else len(plan.draws),
         n_points=len(lambdas) + 1 if eb else 1,
-        data_choice_bits=prior_info.get("data_choice_bits", 0.0),
+        data_choice_bits=hypothesis.prior.data_choice_bits,
     )
+    results, units = _rows(req, hypothesis, corpus.n_tokens, plan, scores, split, lambdas)
+    report = _report(req, hypothesis, corpus, plan, scores, split, lambdas, results, seconds)
+    check_finite(report)  # a NaN or infinity here is a bug: refuse it rather than print or write it
+    return report, units
+
+
+def _rows(req, hypothesis: Hypothesis, m: int, plan: UnitPlan, scores: Scores, split: ReportSplit, lambdas):
+    """Every statistic's report row (each alpha, then each k) and, when sampled, the per-unit values behind them."""
+    eb, sampled, vocab = req.method == "eb", plan.draws is not None, hypothesis.model.vocab_size
     counts = np.bincount(scores.unit).astype(np.float64)
     units_loss, units_sq = [], []
 
@@ -301,7 +133,7 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
             sq_in,
             a=a,
             delta_range=width,
-            complexity_nats=nats,
+            complexity_nats=hypothesis.prior.complexity_nats,
             m=m,
             delta1=split.delta1,
             delta2=split.delta2 if sampled else None,
@@ -322,54 +154,49 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
         errors = topk_error(scores.rank, k)  # ties counted against the model
         centring = np.clip(scores.outside_topk[:, j].astype(np.float64), 0.0, 1.0) if eb else None
         results.append(row("top_k_error", {"k": k}, errors, centring, 0.0, 1.0))
+    if not sampled:
+        return results, None
+    labels = [f"alpha={r['alpha']!r}" if "alpha" in r else f"k={r['k']}" for r in results]
+    units = {"statistics": np.array(labels), "unit_loss": np.stack(units_loss), "draws": plan.draws}
+    if eb:
+        units["unit_sq"] = np.stack(units_sq)
+    return results, units
 
-    units = None
-    if sampled:
-        labels = [f"alpha={r['alpha']!r}" if "alpha" in r else f"k={r['k']}" for r in results]
-        units = {"statistics": np.array(labels), "unit_loss": np.stack(units_loss), "draws": plan.draws}
-        if eb:
-            units["unit_sq"] = np.stack(units_sq)
-    bpt = [r for r in results if r["statistic"] == "bits_per_token"]
-    best = min(bpt, key=lambda r: r["bound"])
+
+def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scores, split, lambdas, results, seconds) -> dict:
+    sampled, prior, vocab = plan.draws is not None, hypothesis.prior, hypothesis.model.vocab_size
+    best = min((r for r in results if r["statistic"] == "bits_per_token"), key=lambda r: r["bound"])
     n_scored = len(scores.logp)
-    report = {
+    return {
         "method": req.method,
         "mode": req.mode,
         "delta": req.delta,
-        "n_tokens": m,
-        "samples": s,
+        "n_tokens": corpus.n_tokens,
+        "samples": None if plan.draws is None else len(plan.draws),
         "distinct_units": len(plan.units) if sampled else None,
         "vocab_size": vocab,
         "log2_vocab": math.log2(vocab),
-        "message_bits": message_bits,
-        "extra_bits": extra_bits,
-        "complexity_nats": nats,
-        "context": req.context,
-        "stride": req.stride if req.rule == "block" else None,
-        "context_rule": plan.rule,
+        "message_bits": prior.message_bits,
+        "extra_bits": prior.extra_bits,
+        "complexity_nats": prior.complexity_nats,
+        "context": plan.rule.context,
+        "stride": plan.rule.stride,
+        "context_rule": plan.rule.describe(),
         "subsample_ucb": req.subsample_ucb if sampled else None,
-        "lambdas": lambdas.tolist() if eb else None,
+        "lambdas": lambdas.tolist() if req.method == "eb" else None,
         "seed": req.seed,
         "random_stream": describe(req.seed, BOUND_UNITS),
         "delta_split": split.as_dict(),
-        "prior": {
-            "message_bits": message_bits,
-            "extra_bits": extra_bits,
-            "user_extra_bits": req.extra_bits,
-            **prior_info,
-        },
-        "hypothesis": {
-            **model.describe(),
-            "smoothing": "p_h = (1 - alpha) p_model + alpha / V, one hypothesis per alpha",
-            "context_rule": plan.rule,
-        },
+        "prior": prior.as_dict(),
+        "hypothesis": hypothesis.describe(),
         "data": {
             "path": str(req.data),
             "shards": len(corpus.shards),
-            "n_tokens": m,
+            "n_tokens": corpus.n_tokens,
             "eot": corpus.eot,
             "verification": corpus.verification(every_token_read=not sampled),
         },
+        "config": asdict(req),  # the run's record: every flag's value
         "results": results,
         "best_bits_per_token": {"alpha": best["alpha"], "bound": best["bound"], "empirical": best["empirical"]},
         **unsmoothed_nll(scores.logp),  # null, with a count, where the model gave a target probability 0
@@ -381,5 +208,3 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
             "input_tokens_per_second": scores.input_tokens / seconds if seconds > 0 else None,
         },
     }
-    check_finite(report)  # a NaN or infinity here is a bug: refuse it rather than print or write it
-    return report, units

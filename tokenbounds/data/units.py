@@ -132,28 +132,11 @@ def block_unit(corpus: Corpus, shard_index: int, block: int, context: int, strid
     return Unit(tokens, 1 + begin - window_start, np.arange(begin, end, dtype=np.int64) + offset)
 
 
-def block_ids(corpus: Corpus, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """(shard index, block index) of every block, in corpus order; the last block of a shard may be short."""
-    counts = -(-corpus.shard_lengths // stride)
-    shards = np.repeat(np.arange(len(counts)), counts)
-    blocks = np.concatenate([np.arange(c) for c in counts])
-    return shards, blocks
-
-
-def sample_blocks(corpus: Corpus, samples: int, stride: int, rng: np.random.Generator) -> np.ndarray:
-    """s block ids (global block numbers) drawn with probability proportional to their length, with replacement.
-
-    Drawing a uniform token position and taking its block gives exactly P(block) = length / m.
-    """
-    positions = sample_positions(corpus, samples, rng)
-    shard, local = corpus.locate(positions)
-    first_block = np.concatenate([[0], np.cumsum(-(-corpus.shard_lengths // stride))])
-    return first_block[shard] + local // stride
-
-
 def exhaustive_block_units(corpus: Corpus, context: int, stride: int) -> Iterator[Unit]:
-    for shard_index, block in zip(*block_ids(corpus, stride), strict=True):
-        yield block_unit(corpus, int(shard_index), int(block), context, stride)
+    """Every block of every shard, in corpus order (a shard's last block may be short)."""
+    for shard_index, length in enumerate(corpus.shard_lengths.tolist()):
+        for block in range(-(-length // stride)):
+            yield block_unit(corpus, shard_index, block, context, stride)
 
 
 @dataclass(frozen=True)
@@ -190,10 +173,6 @@ class ContextRule:
             check_block(self.context, self.stride)
         elif self.stride is not None:
             raise UserError("--stride belongs to the block context rule")
-
-    @property
-    def unit_name(self) -> str:
-        return "token" if self.kind == "document" else "block"
 
     def describe(self) -> str:
         return context_rule(self.context) if self.kind == "document" else block_rule(self.context, self.stride)

@@ -1,0 +1,89 @@
+"""What a bound is computed for: a model, the context rule it is evaluated under, its prior and its compute dtype.
+
+A report describes one `Hypothesis`; each smoothing alpha then makes one member of the report's family,
+p_h = (1 - alpha) p_model + alpha / V, and each top-k one more statistic of the same model.
+
+`open_hypothesis` fixes all of it before a single token is scored: a quantized directory is decoded and verified once
+(the weights evaluated are the message's), the model is opened through the backend registry, the rule is checked
+against the model and the corpus, and the prior is priced (`price`).
+"""
+
+from dataclasses import dataclass
+
+from tokenbounds.compress.pricing import checkpoint_message_bits, quantized_message_bits
+from tokenbounds.compress.quantized_dir import is_quantized_dir, load_quantized
+from tokenbounds.data.shards import Corpus
+from tokenbounds.data.units import ContextRule
+from tokenbounds.errors import UserError
+from tokenbounds.models.base import LogitModel, check_device
+from tokenbounds.models.registry import open_model
+from tokenbounds.request import BoundRequest
+from tokenbounds.stats.prior import Prior
+
+SMOOTHING = "p_h = (1 - alpha) p_model + alpha / V, one hypothesis per alpha"
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    model: LogitModel
+    rule: ContextRule
+    prior: Prior
+    compute_dtype: str
+
+    def describe(self) -> dict:
+        """The report's "hypothesis": the model's one description schema, the smoothing and the context rule."""
+        return {**self.model.describe(), "smoothing": SMOOTHING, "context_rule": self.rule.as_dict()}
+
+
+def open_hypothesis(req: BoundRequest, rule: ContextRule, corpus: Corpus) -> Hypothesis:
+    """Open, check and price the hypothesis `req` names, for scoring `corpus` under `rule`."""
+    if req.quip_sharp is None:  # a quip-sharp worker runs its own torch and checks the device there
+        check_device(req.device)
+    verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
+    model = open_model(
+        req.model,
+        req.compute_dtype,
+        req.device,
+        verified=verified,
+        quip_sharp=req.quip_sharp,
+        quip_python=req.quip_python,
+    )
+    corpus.check_vocab(model.vocab_size)
+    rule.check(corpus, model.max_positions)
+    return Hypothesis(model, rule, price(req, verified[1] if verified else None), req.compute_dtype)
+
+
+def price(req: BoundRequest, manifest: dict | None) -> Prior:
+    """The prior, fixed before any token is scored.
+
+    A quantized directory (its manifest already verified by `load_quantized`: message, config and weights agree)
+    prices itself. `--message-bits` for such a directory may only claim a message at least as long as its own
+    verified one (a shorter claim is a description nobody has shown to exist), and never drops the extra bits the
+    manifest requires. Extra bits the prior requires (log2 of the codecs tried, or of the quantization
+    configurations declared) are added to the user's --extra-bits.
+
+    `data_choice_bits` counts the bits of choices that could have seen the data, the bound's subsample included: the
+    user's --extra-bits and a manifest's configurations tried. The delta split divides the subsampling term's delta
+    by 2^data_choice_bits for them. The choice among codecs is not counted there: it looks only at the checkpoint's
+    compressed sizes, which do not depend on the data.
+    """
+    if manifest is not None:
+        bits, info = quantized_message_bits(req.model, manifest)
+        if req.message_bits is not None:
+            if req.message_bits < bits:
+                raise UserError(
+                    f"--message-bits {req.message_bits:g} is shorter than this quantized directory's own verified "
+                    f"message ({bits:,.0f} bits); give at least that, or leave --message-bits out"
+                )
+            info = {**info, "source": "--message-bits (checked against the quantized message)", "verified_bits": bits}
+            bits = float(req.message_bits)
+        extra = req.extra_bits + info["required_extra_bits"]
+        return Prior(bits, extra, extra, {**info, "user_extra_bits": req.extra_bits})
+    if req.message_bits is not None:
+        record = {"source": "--message-bits", "user_extra_bits": req.extra_bits}
+        return Prior(float(req.message_bits), req.extra_bits, req.extra_bits, record)
+    if not req.checkpoint_size:
+        raise UserError("give the prior: --message-bits N, or --checkpoint-size to price the checkpoint file(s)")
+    bits, info = checkpoint_message_bits(req.model, progress=req.progress, codecs=req.codecs)
+    extra = req.extra_bits + info["required_extra_bits"]
+    return Prior(bits, extra, req.extra_bits, {**info, "user_extra_bits": req.extra_bits})
