@@ -212,25 +212,12 @@ def eb_bound(
     sq = np.asarray(unit_sq, dtype=np.float64)
     if loss.ndim != 1:
         raise ValueError("eb_bound takes 1-D unit arrays; use eb_bounds_batch for batches")
-    bound, best, best_ucb = eb_bounds_batch(
-        loss,
-        sq,
-        a=a,
-        delta_range=delta_range,
-        complexity_nats=complexity_nats,
-        m=m,
-        lambdas=lambdas,
-        delta1=delta1,
-        delta2=delta2,
-        ucb=ucb,
-        azuma=azuma,
-    )
+    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, delta1=delta1, delta2=delta2, ucb=ucb)
+    bound, best, best_ucb = eb_bounds_batch(loss, sq, lambdas=lambdas, azuma=azuma, **kw)
     lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
-    return _record(
-        bound, best, best_ucb, lam_grid, log_term, n_points, mean_loss=float(loss.mean()), mean_sq=float(sq.mean()),
-        complexity_nats=complexity_nats, m=m, a=a, delta_range=delta_range, delta1=delta1, delta2=delta2,
-        n_units=int(loss.size), ucb=ucb,
-    )  # fmt: skip
+    mean_loss, mean_sq = float(loss.mean()), float(sq.mean())
+    n_units = int(loss.size)
+    return _record(bound, best, best_ucb, lam_grid, log_term, n_points, mean_loss, mean_sq, n_units=n_units, **kw)
 
 
 def eb_exhaustive_batch(
@@ -280,18 +267,15 @@ def eb_bound_exhaustive(
     The minimum over the grid and the Azuma point R_hat + Delta sqrt(L / (2m)), L over |Lambda| + 1 candidates.
     """
     lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
-    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, lambdas=lam_grid, delta1=delta1)
-    bound, best = eb_exhaustive_batch(mean_loss, mean_sq, azuma=azuma, **kw)
+    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, delta1=delta1)
+    bound, best = eb_exhaustive_batch(mean_loss, mean_sq, lambdas=lam_grid, azuma=azuma, **kw)
     mean_loss = float(_check_units(mean_loss, a, a + delta_range, "the mean loss"))
     mean_sq = float(_check_units(mean_sq, 0.0, 1.0, "the mean of ((c - l)/Delta)^2"))
-    return _record(
-        bound, best, None, lam_grid, log_term, n_points, mean_loss=mean_loss, mean_sq=mean_sq,
-        complexity_nats=complexity_nats, m=m, a=a, delta_range=delta_range, delta1=delta1, delta2=0.0, n_units=None,
-        ucb=None,
-    )  # fmt: skip
+    exhaustive = dict(n_units=None, delta2=0.0, ucb=None)  # no subsample: no UCB, no subsampling share
+    return _record(bound, best, None, lam_grid, log_term, n_points, mean_loss, mean_sq, **exhaustive, **kw)
 
 
-def _record(bound, best, best_ucb, lam_grid, log_term, n_points, *, mean_loss, mean_sq, **kw) -> EBBound:
+def _record(bound, best, best_ucb, lam_grid, log_term, n_points, mean_loss, mean_sq, **kw) -> EBBound:
     """The EBBound of the winning candidate `best` (index |Lambda| is the Azuma point); best_ucb None = exhaustive.
 
     The terms are those of that candidate: at a grid lambda, Delta L / (lambda m) and the variance term, and the
