@@ -1,6 +1,6 @@
 """The one-way layering of docs/architecture.md, checked on the source text (ast only: nothing is imported).
 
-    cli  ->  pipeline, quickstart, studies  ->  parts (data, models, compress, train, report, coverage)  ->  stats
+    cli  ->  pipeline, hypothesis, request, quickstart, studies  ->  parts (data, models, compress, train, report, coverage)  ->  stats
 
 and below everything the foundation (errors, files, streams, config). A module imports only from its own layer or
 a lower one, the statistics import no torch and nothing of tokenbounds but themselves, errors and streams, and no
@@ -34,6 +34,7 @@ LAYERS = {
     "quickstart": 3,
     "studies": 3,
     "hypothesis": 3,
+    "request": 3,
     "cli": 4,
     "__main__": 4,
 }
