@@ -1,6 +1,7 @@
 """The one-way layering of docs/architecture.md, checked on the source text (ast only: nothing is imported).
 
-    cli  ->  pipeline, hypothesis, request, quickstart, studies  ->  parts (data, models, compress, train, report, coverage)  ->  stats
+    cli  ->  pipeline, hypothesis, request, quickstart, studies
+         ->  parts (data, models, compress, train, report, coverage, architecture)  ->  stats
 
 and below everything the foundation (errors, files, streams, config). A module imports only from its own layer or
 a lower one, the statistics import no torch and nothing of tokenbounds but themselves, errors and streams, and no
