@@ -15,9 +15,10 @@ Sections:
              Azuma point on the old 20-point grid, eb with it on the new grid, and the paper's bound.
   grid       worst rounding cost of the old and the new default lambda grid against a continuous minimum.
   split      the proxy bound at the fixed 1/2 split and at the chosen split, across scales.
-  coverage   the coverage simulation's settings (tokenbounds.stats.simulate.SETTINGS, the same corpora as
-             scripts/coverage_sim.py for a given seed): violation rate against the binomial allowance and mean
-             excess (bound - estimate) for each change added one at a time.
+  coverage   the coverage simulation's settings (tokenbounds.coverage.settings.SETTINGS, the same corpora as
+             scripts/coverage_sim.py for a given seed, but memorise-V50's predictor does not memorise here): violation
+             rate against the binomial allowance and mean excess (bound - estimate) for each change added one at a
+             time.
 
 Nothing here is a choice made on a real corpus: the constants were fixed from these synthetic studies.
 """
@@ -30,18 +31,13 @@ import time
 
 import numpy as np
 
-from tokenbounds.stats.eb import default_lambda_grid, eb_bounds_batch, psi
-from tokenbounds.stats.simulate import (
-    SETTINGS,
-    binomial_allowance,
-    block_layout,
-    loss_tables,
-    lotfi_reference_bound,
-    perturbed_predictor,
-    random_markov_chain,
-    sample_paths,
-    topk_tables,
-)
+from tokenbounds.coverage.harness import draw_units, setting_source, unit_values
+from tokenbounds.coverage.settings import SETTINGS, block_layout
+from tokenbounds.coverage.sources import loss_tables, sample_paths, topk_tables
+from tokenbounds.coverage.table import binomial_allowance
+from tokenbounds.stats.bound import statistic_bound
+from tokenbounds.stats.eb import eb_bounds_batch, eb_exhaustive_batch, psi
+from tokenbounds.stats.lambda_grid import default_lambda_grid
 from tokenbounds.stats.split import choose_martingale_share
 from tokenbounds.stats.subsample import UCBS, betting_bets, betting_ucb
 
@@ -264,24 +260,13 @@ def _bounds_for(method, variant, units_loss, units_sq, token_loss, token_sq, t, 
     grid = np.asarray(s.lambdas) if grid_name == "setting" else GRIDS.get(grid_name, default_lambda_grid())
     n_points = 1 if family == "lotfi" else grid.size + (1 if azuma else 0)
     d1, d2 = _split(split, s, n_stats, n_points, unit == "exhaustive")
-    if family == "lotfi":
-        return lotfi_reference_bound(
-            units_loss[unit], None, a=t.a, delta_range=t.delta_range, complexity_nats=s.complexity_nats,
-            m=s.m, delta1=d1, delta2=d2, ucb=ucb,
-        )  # fmt: skip
+    common = dict(a=t.a, delta_range=t.delta_range, complexity_nats=s.complexity_nats, m=s.m, delta1=d1)
+    if family == "lotfi":  # the shipped function, unclipped: the excess is compared across variants
+        return statistic_bound("lotfi", units_loss[unit], delta2=d2, ucb=ucb, **common).unclipped
     if unit == "exhaustive":
         mean_loss, mean_sq = token_loss.mean(axis=1), token_sq.mean(axis=1)
-        big_l = s.complexity_nats + math.log(n_points / d1)
-        bounds = mean_loss[:, None] + t.delta_range * (psi(grid) / grid * mean_sq[:, None] + big_l / (grid * s.m))
-        best = bounds.min(axis=1)
-        if azuma:
-            best = np.minimum(best, mean_loss + t.delta_range * math.sqrt(big_l / (2 * s.m)))
-        return best
-    bound, _, _ = eb_bounds_batch(
-        units_loss[unit], units_sq[unit], a=t.a, delta_range=t.delta_range, complexity_nats=s.complexity_nats,
-        m=s.m, lambdas=grid, delta1=d1, delta2=d2, ucb=ucb, azuma=azuma,
-    )  # fmt: skip
-    return bound
+        return eb_exhaustive_batch(mean_loss, mean_sq, lambdas=grid, azuma=azuma, **common)[0]
+    return eb_bounds_batch(units_loss[unit], units_sq[unit], lambdas=grid, delta2=d2, ucb=ucb, azuma=azuma, **common)[0]
 
 
 COVERAGE_METHODS = ("lotfi/block", "eb/exhaustive", "eb/token", "eb/block", "eb-topk/token")
@@ -305,9 +290,7 @@ def section_coverage(trials: int, seed: int, settings, chunk: int = 100) -> None
     )
     for name in settings:
         s = SETTINGS[name]
-        setup_rng = np.random.default_rng([s.seed, 12345])  # as in simulate.run_setting: same source, predictor
-        chain = random_markov_chain(s.vocab_size, s.order, s.concentration, setup_rng, support=s.support)
-        model = perturbed_predictor(chain, setup_rng, s.temperature, s.noise)
+        chain, model = setting_source(s)  # as in harness.run_setting: the same source and predictor
         tables = {("loss", alpha): loss_tables(chain, model, alpha) for alpha in s.alphas}
         tables[("topk", s.topk)] = topk_tables(chain, model, s.topk)
         rng = np.random.default_rng([seed, s.seed])
@@ -319,25 +302,14 @@ def section_coverage(trials: int, seed: int, settings, chunk: int = 100) -> None
         while done < trials:
             c = min(chunk, trials - done)
             states, tokens = sample_paths(chain, c, s.m, rng)
-            token_idx = rng.integers(0, s.m, size=(c, s.samples))
-            if np.all(lengths == s.block):
-                block_idx = rng.integers(0, len(starts), size=(c, s.samples))
-            else:
-                block_idx = rng.choice(len(starts), size=(c, s.samples), p=lengths / s.m)
+            token_idx, block_idx = draw_units(s, rng, c, starts, lengths)
             per = {k: ([], []) for k in keys}
             for (kind, _), t in tables.items():
                 token_loss = t.loss[states, tokens]
                 risk = t.expected_loss[states].mean(axis=1)
                 token_sq = ((t.centring[states] - token_loss) / t.delta_range) ** 2
-                rows = np.arange(c)[:, None]
-                units_loss = {
-                    "token": token_loss[rows, token_idx],
-                    "block": (np.add.reduceat(token_loss, starts, axis=1) / lengths)[rows, block_idx],
-                }
-                units_sq = {
-                    "token": token_sq[rows, token_idx],
-                    "block": (np.add.reduceat(token_sq, starts, axis=1) / lengths)[rows, block_idx],
-                }
+                units_loss = unit_values(token_loss, token_idx, block_idx, starts, lengths)
+                units_sq = unit_values(token_sq, token_idx, block_idx, starts, lengths)
                 n_stats = len(s.alphas) if kind == "loss" else 1
                 for meth, vname in keys:
                     if meth.startswith("eb-topk") != (kind == "topk"):

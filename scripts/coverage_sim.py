@@ -2,7 +2,7 @@
 
     python scripts/coverage_sim.py --trials 5000 --json coverage.json
 
-For every setting of `tokenbounds.stats.simulate.SETTINGS` and every method, prints the violation rate of the
+For every setting of `tokenbounds.coverage.settings.SETTINGS` and every method, prints the violation rate of the
 bound over seeded trials, the largest rate a valid bound shows by chance (delta + 3 binomial sd), the
 "scale" ((1 - delta) quantile of (R - estimate) / (bound - estimate); <= 1 for a valid bound) and the mean
 excess (bound - estimate, bits per token, or error rate for top-k). Broken variants must read "caught".
@@ -13,7 +13,9 @@ import json
 import sys
 import time
 
-from tokenbounds.stats.simulate import BROKEN_METHODS, METHODS, SETTINGS, format_table, run_setting
+from tokenbounds.coverage.harness import BROKEN_METHODS, METHODS, run_setting
+from tokenbounds.coverage.settings import SETTINGS
+from tokenbounds.coverage.table import format_table
 
 
 def main(argv=None) -> int:

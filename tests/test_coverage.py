@@ -10,27 +10,26 @@ import math
 import numpy as np
 import pytest
 
-from tokenbounds.stats.bound import report_delta_split, statistic_bound
-from tokenbounds.stats.simulate import (
+from tokenbounds.coverage.harness import (
     BROKEN_METHODS,
     METHODS,
-    SETTINGS,
-    Setting,
     _method_bound,
-    binomial_allowance,
-    block_layout,
-    decoder_topk_error,
-    format_table,
-    loss_tables,
     memorised_positions,
+    run_setting,
+    token_draws,
+)
+from tokenbounds.coverage.settings import SETTINGS, Setting, block_layout
+from tokenbounds.coverage.sources import (
+    decoder_topk_error,
+    loss_tables,
     perturbed_predictor,
     random_markov_chain,
-    run_setting,
     sample_paths,
     tied_predictor,
-    token_draws,
     topk_tables,
 )
+from tokenbounds.coverage.table import binomial_allowance, format_table
+from tokenbounds.stats.bound import report_delta_split, statistic_bound
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.subsample import betting_ucb
 from tokenbounds.streams import BOUND_UNITS, TRAIN_WINDOWS
@@ -177,7 +176,8 @@ def test_tied_probabilities_count_against_the_model():
 
 
 def test_subsample_ucb_covers_the_exhaustive_mean():
-    """DESIGN §7: exhaustive and subsampled evaluation agree within the subsampling bound."""
+    """Exhaustive and subsampled evaluation agree within the subsampling bound (docs/statistics.md, "Sampling
+    units")."""
     s = SETTINGS["markov2-V50"]
     rng = np.random.default_rng(4)
     chain = random_markov_chain(s.vocab_size, s.order, s.concentration, rng)

@@ -7,19 +7,17 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
+from tokenbounds.stats.centring import smoothed_entropy_bits
 from tokenbounds.stats.eb import (
-    GRID_LOGIT_STEP,
     EBBound,
-    check_lambda_grid,
-    default_lambda_grid,
     eb_bound,
     eb_bound_exhaustive,
     eb_bounds_batch,
     eb_topk_bound,
     eb_topk_bound_exhaustive,
     psi,
-    smoothed_entropy_bits,
 )
+from tokenbounds.stats.lambda_grid import GRID_LOGIT_STEP, check_lambda_grid, default_lambda_grid
 from tokenbounds.stats.smoothing import loss_range
 from tokenbounds.stats.subsample import betting_ucb, get_ucb
 

@@ -1,4 +1,5 @@
-"""Message length of checkpoint files under general-purpose codecs (DESIGN §4). Units: bits = 8 x compressed bytes.
+"""Message length of checkpoint files under general-purpose codecs (docs/compression.md, "1. Checkpoint files").
+Units: bits = 8 x compressed bytes.
 
 What is compressed (the *stream*):
 
@@ -28,7 +29,8 @@ All codecs run at once, each in its own thread (zlib, lzma, zstd and brotli rele
 is a separate process), fed from one reader through bounded queues: the checkpoint is read once, streamed in
 1 MiB chunks, never held in memory. A progress bar counts the bytes read.
 
-Choosing the shortest of K codec configurations after seeing the sizes costs extra_bits = log2 K (DESIGN §2).
+Choosing the shortest of K codec configurations after seeing the sizes costs extra_bits = log2 K (docs/compression.md,
+"The prior: what a message costs").
 
 Which files are compressed: `compress.files` (each backend lists its model's priced files).
 """

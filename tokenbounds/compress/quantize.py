@@ -1,4 +1,5 @@
-"""Quantize named tensors to codebooks of L levels: the hypothesis a quantized message describes (DESIGN §4).
+"""Quantize named tensors to codebooks of L levels: the hypothesis a quantized message describes (docs/compression.md,
+"2. Quantized models").
 
 A `QuantizedState` is the exact content of a message (`message.encode`): for every tensor its name, shape and output
 dtype, and how its values are described:

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.stats.eb import check_lambda_grid, eb_bounds_batch, eb_exhaustive_batch, psi
+from tokenbounds.stats.eb import eb_bounds_batch, eb_exhaustive_batch, psi
+from tokenbounds.stats.lambda_grid import check_lambda_grid
 from tokenbounds.stats.lotfi import martingale_term
 from tokenbounds.stats.split import choose_martingale_share
 from tokenbounds.stats.subsample import get_ucb

@@ -1,4 +1,4 @@
-"""The entropy-centred empirical-Bernstein token bound (DESIGN §3.2), and the smoothed-entropy centring.
+"""The entropy-centred empirical-Bernstein token bound (docs/statistics.md, "The `eb` bound").
 
 Setting. Tokens x_1..x_m, a hypothesis h with prior mass P(h), smoothed losses l_i in [a, a + Delta] (bits),
 a centring c_i = c(x_<i) >= a that is predictable (a function of the past only), and
@@ -25,8 +25,9 @@ Subsampling. R_hat + Delta (psi(lambda)/lambda) v is the population mean over th
 
     Z_i(lambda) = l_i + Delta * (psi(lambda) / lambda) * xi_i^2   in [a, a + Delta (1 + psi(lambda)/lambda)],
 
-and a sampled unit (one token drawn uniformly, or a block drawn with probability proportional to its length,
-DESIGN §3.3) has that population mean as its expectation; its value is the unit's mean of l and of xi^2.
+and a sampled unit (one token drawn uniformly, or a block drawn with probability proportional to its length:
+docs/statistics.md, "Sampling units") has that population mean as its expectation; its value is the unit's mean of
+l and of xi^2.
 So one UCB of mean Z per lambda gives the bound at that lambda.
 
 The Azuma point. The paper's bound (Azuma-Hoeffding on the same martingale differences, `lotfi.py`),
@@ -50,33 +51,11 @@ delta2/(|Lambda|+1) instead of delta1, delta2. Without the Azuma point (azuma=Fa
 paper's bound once L/m is large (roughly L/m >= 0.5: the lambda term is >= L/(0.9 m) there), which is why it
 is on by default. With exhaustive evaluation R_hat and v are exact, delta2 = 0 and there are no UCBs.
 
-The lambda grid (`default_lambda_grid`). With A = L/m and B = v, the martingale term is Delta f(lambda),
-f(lambda) = A/lambda + B psi(lambda)/lambda. Near lambda -> 0, psi(lambda) = lambda^2/2 + O(lambda^3), so
-f ~ A/lambda + B lambda/2, minimised at lambda* = sqrt(2A/B) with f* = sqrt(2AB), and at lambda* e^h
-
-    f(lambda* e^h) / f* = (e^h + e^-h) / 2 = cosh(h).
-
-The worst grid point is the nearest one to lambda* when lambda* sits halfway (in log) between neighbours,
-h = (1/2) ln(ratio of neighbours), so rounding costs < 1% iff cosh(h) <= 1.01, h <= acosh(1.01) = 0.14130:
-neighbours may differ by a factor e^0.2826 = 1.3266 at most. Away from 0, psi(lambda)/lambda grows faster
-than lambda/2 and f is more curved in ln lambda (a geometric grid of ratio 1.32 costs up to 3.7% at
-lambda* ~ 0.8); in the logit w = ln(lambda / (1 - lambda)), which is ln lambda near 0 and spreads the points
-out near 1, the curvature measured numerically never exceeds its small-lambda value (tests/test_eb.py
-compares the grid minimum with a continuous minimisation over lambda on a range of (A, B)). So the grid is
-uniform in w with step <= 0.2826: 42 points on [1e-4, 0.9] (step 0.2782, worst rounding cost 0.96%), for
-ln 43 = 3.76 nats in L (with the Azuma point) instead of the old 20-point grid's ln 20 = 3.00 (which cost up to
-11% at lambda* ~ 0.75 and 2.9% near 0). The extra 0.76 nats matter only when L itself is small: they raise a
-C = 0 bound by ~5% (sqrt((L + 0.76) / L) at L ~ 7) but cost < 0.1% once log 1/P(h) >= 500 nats.
-
 Top-k error: the same theorem with a = 0, Delta = 1, l_i = 1[x_i not among the model's k most probable
 tokens] and the centring c_i = the model's probability mass outside its top k (predictable, in [0, 1]).
 
-Centring. The recommended c_i is the entropy (bits) of the smoothed prediction q = (1 - alpha) p + alpha/V.
-It is >= a by construction: the Shannon entropy is at least the min-entropy, H(q) >= -log2 max_y q(y),
-and max_y q(y) = (1 - alpha) max_y p(y) + alpha/V <= 1 - alpha + alpha/V, so
-H(q) >= -log2(1 - alpha + alpha/V) = a.
-An unsmoothed entropy would not be (it is 0 for a one-hot p while a > 0). `smoothed_entropy_bits` is the
-numpy reference of what the scorer computes in torch.
+The lambda grid fixed in advance, and why it is uniform in the logit, are in `lambda_grid.py`; the centring c_i
+(the entropy of the smoothed prediction) and why it is >= a, in `centring.py`.
 """
 
 import math
@@ -84,8 +63,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tokenbounds.stats.smoothing import LN2, check_alpha
+from tokenbounds.stats.lambda_grid import check_lambda_grid, default_lambda_grid  # noqa: F401 (see below)
 from tokenbounds.stats.subsample import get_ucb
+
+# default_lambda_grid is imported only for the callers that still import it from here (pipeline.py,
+# tests/test_block_eb.py); once they import it from lambda_grid.py, drop it and the noqa.
 
 _RANGE_TOLERANCE = 1e-9
 
@@ -94,52 +76,6 @@ def psi(lam):
     """psi(lambda) = -ln(1 - lambda) - lambda (>= 0, ~ lambda^2 / 2 for small lambda)."""
     lam = np.asarray(lam, dtype=np.float64)
     return -np.log1p(-lam) - lam
-
-
-GRID_ROUNDING = 0.01  # the default grid's worst rounding cost, relative to the martingale term
-GRID_LOGIT_STEP = 2.0 * math.acosh(1.0 + GRID_ROUNDING)  # 0.2826: the largest step in ln(lambda / (1 - lambda))
-
-
-def default_lambda_grid(n: int | None = None, smallest: float = 1e-4, largest: float = 0.9) -> np.ndarray:
-    """The lambda grid fixed in advance (not data-dependent): uniform in ln(lambda / (1 - lambda)).
-
-    n=None (the default) takes the fewest points whose logit step is <= GRID_LOGIT_STEP = 2 acosh(1.01), so the
-    best grid point's martingale term is within 1% of the best continuous lambda in [smallest, largest] (module
-    docstring): 42 points on [1e-4, 0.9].
-    """
-    if n is not None and n < 1:
-        raise ValueError("the lambda grid needs at least one value")
-    if not 0.0 < smallest <= largest < 1.0:
-        raise ValueError(f"need 0 < smallest <= largest < 1, got {smallest}, {largest}")
-    lo, hi = math.log(smallest / (1.0 - smallest)), math.log(largest / (1.0 - largest))
-    if n is None:
-        n = 1 + max(1, math.ceil((hi - lo) / GRID_LOGIT_STEP - 1e-9)) if hi > lo else 1
-    if n == 1:
-        return np.array([largest])
-    grid = 1.0 / (1.0 + np.exp(-np.linspace(lo, hi, n)))
-    grid[0], grid[-1] = smallest, largest  # exact end points
-    return grid
-
-
-def check_lambda_grid(lambdas) -> np.ndarray:
-    """The grid as a 1-D float array; ValueError unless non-empty, finite, in (0, 1), without repeats."""
-    lam = np.asarray(lambdas, dtype=np.float64)
-    if lam.ndim != 1 or lam.size == 0:
-        raise ValueError(f"the lambda grid must be a non-empty 1-D sequence, got shape {lam.shape}")
-    if not np.all(np.isfinite(lam)) or np.any(lam <= 0.0) or np.any(lam >= 1.0):
-        raise ValueError(f"every lambda must lie in (0, 1), got {lam.tolist()}")
-    if np.unique(lam).size != lam.size:
-        raise ValueError("the lambda grid has repeated values")
-    return lam
-
-
-def smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
-    """Entropy (bits) of q = (1 - alpha) p + alpha / V, for distributions p along the last axis."""
-    alpha = check_alpha(alpha)
-    p = np.asarray(probs, dtype=np.float64)
-    vocab = p.shape[-1]
-    q = (1.0 - alpha) * p + alpha / vocab  # > 0 everywhere, so q log q needs no special case
-    return -np.sum(q * np.log(q), axis=-1) / LN2
 
 
 @dataclass(frozen=True)
@@ -276,57 +212,12 @@ def eb_bound(
     sq = np.asarray(unit_sq, dtype=np.float64)
     if loss.ndim != 1:
         raise ValueError("eb_bound takes 1-D unit arrays; use eb_bounds_batch for batches")
-    bound, best, best_ucb = eb_bounds_batch(
-        loss,
-        sq,
-        a=a,
-        delta_range=delta_range,
-        complexity_nats=complexity_nats,
-        m=m,
-        lambdas=lambdas,
-        delta1=delta1,
-        delta2=delta2,
-        ucb=ucb,
-        azuma=azuma,
-    )
+    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, delta1=delta1, delta2=delta2, ucb=ucb)
+    bound, best, best_ucb = eb_bounds_batch(loss, sq, lambdas=lambdas, azuma=azuma, **kw)
     lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
     mean_loss, mean_sq = float(loss.mean()), float(sq.mean())
-    common = dict(
-        bound=float(bound),
-        empirical_loss=mean_loss,
-        mean_sq=mean_sq,
-        complexity_nats=float(complexity_nats),
-        log_term_nats=log_term,
-        delta1=float(delta1),
-        delta2=float(delta2),
-        delta2_per_lambda=float(delta2) / n_points,
-        n_lambdas=int(lam_grid.size),
-        n_units=int(loss.size),
-        m=int(m),
-        a=float(a),
-        delta_range=float(delta_range),
-        ucb=ucb,
-        n_points=n_points,
-    )
-    if int(best) == lam_grid.size:
-        return EBBound(
-            lam=None,
-            complexity_term=azuma_term(delta_range, log_term, m),
-            variance_term=0.0,
-            subsample_slack=float(best_ucb) - mean_loss,
-            point="azuma",
-            **common,
-        )
-    lam = float(lam_grid[int(best)])
-    ratio = float(psi(lam)) / lam
-    mean_z = mean_loss + delta_range * ratio * mean_sq
-    return EBBound(
-        lam=lam,
-        complexity_term=delta_range * log_term / (lam * m),
-        variance_term=delta_range * ratio * mean_sq,
-        subsample_slack=float(best_ucb) - mean_z,
-        **common,
-    )
+    n_units = int(loss.size)
+    return _record(bound, best, best_ucb, lam_grid, log_term, n_points, mean_loss, mean_sq, n_units=n_units, **kw)
 
 
 def eb_exhaustive_batch(
@@ -376,37 +267,50 @@ def eb_bound_exhaustive(
     The minimum over the grid and the Azuma point R_hat + Delta sqrt(L / (2m)), L over |Lambda| + 1 candidates.
     """
     lam_grid, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
-    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, lambdas=lam_grid, delta1=delta1)
-    bound, best = eb_exhaustive_batch(mean_loss, mean_sq, azuma=azuma, **kw)
+    kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, delta1=delta1)
+    bound, best = eb_exhaustive_batch(mean_loss, mean_sq, lambdas=lam_grid, azuma=azuma, **kw)
     mean_loss = float(_check_units(mean_loss, a, a + delta_range, "the mean loss"))
     mean_sq = float(_check_units(mean_sq, 0.0, 1.0, "the mean of ((c - l)/Delta)^2"))
-    common = dict(
+    exhaustive = dict(n_units=None, delta2=0.0, ucb=None)  # no subsample: no UCB, no subsampling share
+    return _record(bound, best, None, lam_grid, log_term, n_points, mean_loss, mean_sq, **exhaustive, **kw)
+
+
+def _record(bound, best, best_ucb, lam_grid, log_term, n_points, mean_loss, mean_sq, **kw) -> EBBound:
+    """The EBBound of the winning candidate `best` (index |Lambda| is the Azuma point); best_ucb None = exhaustive.
+
+    The terms are those of that candidate: at a grid lambda, Delta L / (lambda m) and the variance term, and the
+    UCB's slack over mean Z = mean loss + variance term; at the Azuma point, Delta sqrt(L / (2m)), no variance term
+    and the UCB's slack over the mean loss.
+    """
+    m, delta_range = kw["m"], kw["delta_range"]
+    azuma = int(best) == lam_grid.size
+    if azuma:
+        lam, complexity, variance = None, azuma_term(delta_range, log_term, m), 0.0
+    else:
+        lam = float(lam_grid[int(best)])
+        complexity = delta_range * log_term / (lam * m)
+        variance = delta_range * (float(psi(lam)) / lam) * mean_sq
+    return EBBound(
         bound=float(bound),
+        lam=lam,
         empirical_loss=mean_loss,
         mean_sq=mean_sq,
-        subsample_slack=0.0,
-        complexity_nats=float(complexity_nats),
+        complexity_term=complexity,
+        variance_term=variance,
+        subsample_slack=0.0 if best_ucb is None else float(best_ucb) - (mean_loss + variance),
+        complexity_nats=float(kw["complexity_nats"]),
         log_term_nats=log_term,
-        delta1=float(delta1),
-        delta2=0.0,
-        delta2_per_lambda=0.0,
+        delta1=float(kw["delta1"]),
+        delta2=float(kw["delta2"]),
+        delta2_per_lambda=float(kw["delta2"]) / n_points,
         n_lambdas=int(lam_grid.size),
-        n_units=None,
+        n_units=kw["n_units"],
         m=int(m),
-        a=float(a),
+        a=float(kw["a"]),
         delta_range=float(delta_range),
-        ucb=None,
+        ucb=kw["ucb"],
+        point="azuma" if azuma else "lambda",
         n_points=n_points,
-    )
-    if int(best) == lam_grid.size:
-        term = azuma_term(delta_range, log_term, m)
-        return EBBound(lam=None, complexity_term=term, variance_term=0.0, point="azuma", **common)
-    lam = float(lam_grid[int(best)])
-    return EBBound(
-        lam=lam,
-        complexity_term=delta_range * log_term / (lam * m),
-        variance_term=delta_range * float(psi(lam)) / lam * mean_sq,
-        **common,
     )
 
 
