@@ -20,7 +20,8 @@ import numpy as np
 
 from tokenbounds.stats import subsample
 from tokenbounds.stats.bound import report_delta_split
-from tokenbounds.stats.eb import default_lambda_grid, eb_bounds_batch
+from tokenbounds.stats.eb import eb_bounds_batch
+from tokenbounds.stats.lambda_grid import default_lambda_grid
 from tokenbounds.stats.prior import complexity_nats
 from tokenbounds.stats.smoothing import loss_range
 

@@ -9,7 +9,7 @@ import torch
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.units import ContextRule, exhaustive_block_units
 from tokenbounds.models.scorer import _target_stats
-from tokenbounds.stats.eb import default_lambda_grid
+from tokenbounds.stats.lambda_grid import default_lambda_grid
 from tokenbounds.stats.smoothing import loss_range
 
 from .conftest import EOT, write_shards

@@ -96,8 +96,8 @@ A, DELTA_RANGE = loss_range(ALPHA, VOCAB)
 
 
 def _reference_exhaustive(mean_loss, v, complexity, m, lambdas, delta1):
-    """DESIGN §3.2 literally: min over the grid of R_hat + Delta [L/(lambda m) + psi(lambda)/lambda v], and the
-    paper's R_hat + Delta sqrt(L/(2m)), all with L over the |Lambda| + 1 candidates."""
+    """docs/statistics.md, "The `eb` bound", literally: min over the grid of R_hat + Delta [L/(lambda m) +
+    psi(lambda)/lambda v], and the paper's R_hat + Delta sqrt(L/(2m)), all with L over the |Lambda| + 1 candidates."""
     big_l = complexity + math.log((len(lambdas) + 1) / delta1)
     best = mean_loss + DELTA_RANGE * math.sqrt(big_l / (2 * m))
     for lam in lambdas:

@@ -8,6 +8,7 @@ p_h = (1 - alpha) p_model + alpha / V, and each top-k one more statistic of the 
 against the model and the corpus, and the prior is priced (`price`).
 """
 
+import sys
 from dataclasses import dataclass
 
 from tokenbounds.compress.pricing import checkpoint_message_bits, quantized_message_bits
@@ -15,8 +16,8 @@ from tokenbounds.compress.quantized_dir import is_quantized_dir, load_quantized
 from tokenbounds.data.shards import Corpus
 from tokenbounds.data.units import ContextRule
 from tokenbounds.errors import UserError
-from tokenbounds.models.base import LogitModel, check_device
-from tokenbounds.models.registry import open_model
+from tokenbounds.models.base import LogitModel, check_device, cpu_has_fast_bf16
+from tokenbounds.models.registry import Backend, backend_for, open_model
 from tokenbounds.request import BoundRequest
 from tokenbounds.stats.prior import Prior
 
@@ -28,29 +29,50 @@ class Hypothesis:
     model: LogitModel
     rule: ContextRule
     prior: Prior
-    compute_dtype: str
+    compute_dtype: str  # resolved: float32 or bfloat16
+    compute_dtype_choice: dict  # what was asked (auto, or a dtype) and why this one runs
 
     def describe(self) -> dict:
         """The report's "hypothesis": the model's one description schema, the smoothing and the context rule."""
-        return {**self.model.describe(), "smoothing": SMOOTHING, "context_rule": self.rule.as_dict()}
+        extra = {
+            "smoothing": SMOOTHING,
+            "context_rule": self.rule.as_dict(),
+            "compute_dtype_choice": self.compute_dtype_choice,
+        }
+        return {**self.model.describe(), **extra}
+
+
+def resolve_compute_dtype(requested: str, device: str, backend: Backend) -> tuple[str, str]:
+    """(the dtype to run, why). "auto" picks bfloat16 only where it is fast and the backend honours it."""
+    if requested != "auto":
+        if requested == "bfloat16" and device == "cpu" and not cpu_has_fast_bf16():
+            print(
+                "tokenbounds bound: warning: this CPU has no native bfloat16 (AMX / AVX512-BF16): --compute-dtype "
+                "bfloat16 is exact as asked but can be many times slower than float32 here",
+                file=sys.stderr,
+            )
+        return requested, "as asked (--compute-dtype)"
+    if "bfloat16" not in backend.compute_dtypes:
+        return "float32", f"a {backend.label} runs in float32 only"
+    if device != "cpu":
+        return "bfloat16", f"auto: bfloat16 on {device}"
+    if cpu_has_fast_bf16():
+        return "bfloat16", "auto: this CPU multiplies bfloat16 natively (AMX / AVX512-BF16)"
+    return "float32", "auto: this CPU has no native bfloat16 (AMX / AVX512-BF16), where float32 is faster"
 
 
 def open_hypothesis(req: BoundRequest, rule: ContextRule, corpus: Corpus) -> Hypothesis:
     """Open, check and price the hypothesis `req` names, for scoring `corpus` under `rule`."""
     if req.quip_sharp is None:  # a quip-sharp worker runs its own torch and checks the device there
         check_device(req.device)
+    dtype, why = resolve_compute_dtype(req.compute_dtype, req.device, backend_for(req.model))
     verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
-    model = open_model(
-        req.model,
-        req.compute_dtype,
-        req.device,
-        verified=verified,
-        quip_sharp=req.quip_sharp,
-        quip_python=req.quip_python,
-    )
+    options = {"verified": verified, "quip_sharp": req.quip_sharp, "quip_python": req.quip_python}
+    model = open_model(req.model, dtype, req.device, **options)
     corpus.check_vocab(model.vocab_size)
     rule.check(corpus, model.max_positions)
-    return Hypothesis(model, rule, price(req, verified[1] if verified else None), req.compute_dtype)
+    choice = {"requested": req.compute_dtype, "resolved": dtype, "why": why}
+    return Hypothesis(model, rule, price(req, verified[1] if verified else None), dtype, choice)
 
 
 def price(req: BoundRequest, manifest: dict | None) -> Prior:

@@ -30,7 +30,7 @@ from tokenbounds.models.scorer import Scores, score_units
 from tokenbounds.report.io import check_finite
 from tokenbounds.request import BoundRequest, validate
 from tokenbounds.stats.bound import ReportSplit, report_delta_split, statistic_bound
-from tokenbounds.stats.eb import default_lambda_grid
+from tokenbounds.stats.lambda_grid import default_lambda_grid
 from tokenbounds.stats.nll import unsmoothed_nll
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.topk import topk_error

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tokenbounds.config import flag, parse_config
 from tokenbounds.data.units import ContextRule
 from tokenbounds.errors import UserError
-from tokenbounds.stats.eb import check_lambda_grid
+from tokenbounds.stats.lambda_grid import check_lambda_grid
 from tokenbounds.stats.subsample import UCBS
 
 DEFAULT_ALPHAS = (1e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5)
@@ -22,7 +22,7 @@ DEFAULT_KS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100)
 METHODS = ("lotfi", "eb")
 MODES = ("token", "block", "exhaustive")
 PAPER = {"method": "lotfi", "mode": "token", "subsample_ucb": "hoeffding"}  # Lotfi et al. 2024's configuration
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
 DATA, PRIOR, BOUND, RUN = "data", "prior (what the hypothesis costs)", "bound", "compute"
 
@@ -126,10 +126,12 @@ class BoundRequest:
         "seen the subsample, so the subsampling term's delta is divided by 2^B too)",
     )
     compute_dtype: str = flag(
-        "float32",
+        "auto",
         choices=COMPUTE_DTYPES,
         group=RUN,
-        help="dtype of the forward pass, part of the hypothesis: bfloat16 casts the weights (log-softmax is float32)",
+        help="dtype of the forward pass, part of the hypothesis: bfloat16 casts the weights (log-softmax is float32); "
+        "auto: bfloat16 on a GPU or on a CPU with AMX / AVX512-BF16 (where it is fast), float32 elsewhere and for "
+        "backends that run only float32 (QuIP#); the choice is recorded in the report",
     )
     device: str = flag("cpu", group=RUN, help="torch device for the forward passes: cpu, cuda, cuda:N")
     quip_sharp: str | None = flag(

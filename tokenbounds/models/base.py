@@ -68,3 +68,10 @@ def check_device(device: str) -> str:
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device {device!r} requested but MPS is not available here")
     return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). Elsewhere (AVX2 alone, say) a bfloat16
+    matmul is emulated: 1-2 GFLOP/s against 110-120 in float32 on an AMD EPYC with AVX2 only."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)

@@ -63,11 +63,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from tokenbounds.stats.lambda_grid import check_lambda_grid, default_lambda_grid  # noqa: F401 (see below)
+from tokenbounds.stats.lambda_grid import check_lambda_grid
 from tokenbounds.stats.subsample import get_ucb
-
-# default_lambda_grid is imported only for the callers that still import it from here (pipeline.py,
-# tests/test_block_eb.py); once they import it from lambda_grid.py, drop it and the noqa.
 
 _RANGE_TOLERANCE = 1e-9
 
