@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tokenbounds.cli.train import resolve
 from tokenbounds.models.parametrization import spec_bytes
 from tokenbounds.quickstart import QuickstartConfig, quickstart_spec
+from tokenbounds.train.config import ModelConfig
 
 from .test_cli_bound import one_line_error, run_cli
 
@@ -22,7 +22,7 @@ def test_quickstart_model_is_the_reference_and_train_param_sublora():
     spec = quickstart_spec(QuickstartConfig())
     assert spec_bytes(spec).decode() == REFERENCE_SPEC
     # `tokenbounds train --param sublora` at the quickstart's sizes is the very same hypothesis.
-    trained, _ = resolve({"param": "sublora", "rank": 16}, corpus_vocab=257)
+    trained = ModelConfig(param="sublora", rank=16).spec(corpus_vocab=257)
     assert trained == spec
 
 

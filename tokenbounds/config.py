@@ -12,9 +12,10 @@ run's record in the report.
 `add_flags(parser, BoundConfig)` adds `--model`, `--samples`, ... (underscores become dashes) with their types,
 choices and a help line that ends in the real default; `flag(..., positional=True)` is an argument (a tuple field
 takes one or more); a field made by `section(Cls)` holds a dataclass whose flags are added in place, under their own
-names, so a verb's config can contain a part's config (train: the trainer's TrainConfig) without repeating it; `parse_config(BoundConfig, namespace)` returns the config and
-the set of fields the user actually gave (every flag defaults to argparse.SUPPRESS, so a value in the namespace was
-typed on the command line: what `train --resume` needs to tell "not given" from "given the default").
+names, so a verb's config can contain a part's config (train: the trainer's TrainConfig) without repeating it;
+`parse_config(BoundConfig, namespace)` returns the config and the set of fields the user actually gave (every flag
+defaults to argparse.SUPPRESS, so a value in the namespace was typed on the command line: what `train --resume`
+needs to tell "not given" from "given the default").
 
 Only the standard library is imported here, so `--help` answers before torch is loaded.
 """
