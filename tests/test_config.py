@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tokenbounds.config import add_flags, flag, parse_config
+from tokenbounds.config import add_flags, flag, parse_config, section
 
 
 @dataclass
@@ -51,3 +51,43 @@ def test_bad_values_are_refused():
     for argv in (["--samples", "many"], ["--alphas", "0.1,x"], ["--rule", "sideways"], []):
         with pytest.raises(SystemExit):
             p.parse_args(["--model", "m", *argv] if argv else argv)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inner:
+    steps: int = flag(100, help="steps", group="optimisation")
+    beta: float = flag(0.9, help="not a flag", cli=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outer:
+    files: tuple[str, ...] = flag(help="inputs", metavar="FILE", positional=True)
+    parts: tuple[str, ...] = flag(("a", "b"), help="parts", choices=("a", "b", "c"))
+    inner: Inner = section(Inner)
+    out: str = flag(help="output", metavar="DIR")
+
+
+def test_positionals_sections_and_list_choices():
+    p = argparse.ArgumentParser(prog="t")
+    add_flags(p, Outer)
+    cfg, given = parse_config(Outer, p.parse_args(["x", "y", "--out", "o", "--steps", "3", "--parts", "c,a"]))
+    assert cfg == Outer(files=("x", "y"), parts=("c", "a"), inner=Inner(steps=3), out="o")
+    assert given == {"files", "parts", "steps", "out"}  # a section's flags are given by their own names
+    cfg, given = parse_config(Outer, p.parse_args(["x", "--out", "o"]))
+    assert cfg.inner == Inner() and cfg.parts == ("a", "b") and given == {"files", "out"}
+    text = p.format_help()
+    assert "FILE [FILE ...]" in text and "(a|b|c) (default: a,b)" in text and "optimisation:" in text
+    assert "(default: 100)" in text and "--beta" not in text
+    for argv in (["x", "--out", "o", "--parts", "a,d"], ["--out", "o"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+
+
+def test_a_field_stored_by_two_flags_is_refused():
+    @dataclass
+    class Twice:
+        steps: int = flag(1, help="outer steps")
+        inner: Inner = section(Inner)
+
+    with pytest.raises(TypeError, match="two flags store 'steps'"):
+        add_flags(argparse.ArgumentParser(), Twice)

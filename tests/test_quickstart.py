@@ -1,12 +1,14 @@
 """The quickstart pipeline end to end (a short run; the full default run is timed in README)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 
-from tokenbounds.cli.train import resolve
 from tokenbounds.models.parametrization import spec_bytes
-from tokenbounds.quickstart import QuickstartConfig, quickstart_spec
+from tokenbounds.quickstart import quickstart_spec
+from tokenbounds.quickstart_config import QuickstartConfig
+from tokenbounds.train.config import ModelConfig
 
 from .test_cli_bound import one_line_error, run_cli
 
@@ -22,7 +24,7 @@ def test_quickstart_model_is_the_reference_and_train_param_sublora():
     spec = quickstart_spec(QuickstartConfig())
     assert spec_bytes(spec).decode() == REFERENCE_SPEC
     # `tokenbounds train --param sublora` at the quickstart's sizes is the very same hypothesis.
-    trained, _ = resolve({"param": "sublora", "rank": 16}, corpus_vocab=257)
+    trained = ModelConfig(param="sublora", rank=16).spec(corpus_vocab=257)
     assert trained == spec
 
 
@@ -54,6 +56,8 @@ def test_short_quickstart_writes_consistent_reports(tmp_path, capsys):
     assert report["vocab_size"] == 257 and report["n_tokens"] > 4_000_000
     q = report["quickstart"]
     assert q["quantized"]["n_parameters"] == 500 and q["train"]["steps"] == 30
+    given = {"out": str(out), "json": str(extra), "steps": 30, "subspace_dim": 500, "samples": 64, "progress": False}
+    assert q["config"] == asdict(QuickstartConfig(**given))  # the flags' config is the report's record of the run
     # The bound is priced by the coded message written by the quantize step, nothing else.
     manifest = json.loads((out / "quantized" / "quantized.json").read_text())
     assert report["message_bits"] == manifest["message_bits"] and report["extra_bits"] == 4.0

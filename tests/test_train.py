@@ -1,6 +1,7 @@
 """The trainer and `tokenbounds train`: loss goes down, resume is exact, outputs rebuild the model, bad input."""
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 from tokenbounds.cli import train as train_cli
 from tokenbounds.data.shards import open_corpus, write_meta
 from tokenbounds.errors import UserError
+from tokenbounds.models import parametrization
 from tokenbounds.models.gpt import GPTConfig, GPTLogitModel
 from tokenbounds.models.parametrization import (
     PARAMETRIZATIONS,
@@ -21,6 +23,8 @@ from tokenbounds.models.parametrization import (
     load_trained,
     make_spec,
 )
+from tokenbounds.train import config as train_config
+from tokenbounds.train.config import ModelConfig, parse_groups
 from tokenbounds.train.trainer import TrainConfig, learning_rate, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -230,8 +234,31 @@ def test_progress_bar_says_what_it_counts(tmp_path, data, capsys):
 
 def test_every_named_parametrization_is_what_train_param_resolves_to():
     for name, groups in PARAMETRIZATIONS.items():
-        spec, cfg = train_cli.resolve({"param": name}, corpus_vocab=V)
+        spec = ModelConfig(param=name).spec(corpus_vocab=V)
         assert spec["groups"] == groups
         assert (spec["subspace"] is not None) == (name in SUBSPACE_BY_DEFAULT)
     # a bare group takes the named parametrization's kind of linears
-    assert train_cli.parse_groups("attn,embed", "sublora") == {"attn": "lora", "embed": "lora"}
+    assert parse_groups("attn,embed", "sublora") == {"attn": "lora", "embed": "lora"}
+
+
+def test_the_light_copy_of_the_parametrizations_is_the_models():
+    """train --help lists them without importing torch, from a copy that must not drift."""
+    assert train_config.PARAMETRIZATIONS == parametrization.PARAMETRIZATIONS
+    assert train_config.GROUPS == parametrization.GROUPS
+
+
+def test_cli_records_every_setting_and_resume_keeps_the_saved_ones(tmp_path, data):
+    out = tmp_path / "run"
+    common = ["--data", str(data[0]), "--out", str(out), "--no-progress"]
+    model = ["--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--context", "16", "--param", "lora"]
+    assert cli(*common, *model, "--rank", "2", "--steps", "4", "--batch-size", "2", "--checkpoint-every", "2") == 0
+    state = json.loads((out / "train_state.json").read_text())
+    settings = {**dataclasses.asdict(ModelConfig()), **dataclasses.asdict(TrainConfig())}
+    settings.update(n_layer=1, n_embd=16, n_head=2, context=16, param="lora", rank=2, steps=4, batch_size=2)
+    assert state["settings"] == {**settings, "checkpoint_every": 2}
+    assert state["config"]["lr"] == 3e-3  # the trainer records the lr it used: the default for a spec without z
+    # Not given on resume: the checkpoint's (the defaults would be another spec); given: must agree with it where it
+    # decides the trajectory (checkpoint_every does not).
+    assert cli(*common, "--resume", "--checkpoint-every", "3") == 0
+    with pytest.raises(UserError, match="training config differs.*steps: 4 -> 5"):
+        cli(*common, "--resume", "--steps", "5")

@@ -10,9 +10,12 @@ run's record in the report.
         progress: bool = flag(True, help="hide the progress bar", name="--no-progress")
 
 `add_flags(parser, BoundConfig)` adds `--model`, `--samples`, ... (underscores become dashes) with their types,
-choices and a help line that ends in the real default; `parse_config(BoundConfig, namespace)` returns the config and
-the set of fields the user actually gave (every flag defaults to argparse.SUPPRESS, so a value in the namespace was
-typed on the command line: what `train --resume` needs to tell "not given" from "given the default").
+choices and a help line that ends in the real default; `flag(..., positional=True)` is an argument (a tuple field
+takes one or more); a field made by `section(Cls)` holds a dataclass whose flags are added in place, under their own
+names, so a verb's config can contain a part's config (train: the trainer's TrainConfig) without repeating it;
+`parse_config(BoundConfig, namespace)` returns the config and the set of fields the user actually gave (every flag
+defaults to argparse.SUPPRESS, so a value in the namespace was typed on the command line: what `train --resume`
+needs to tell "not given" from "given the default").
 
 Only the standard library is imported here, so `--help` answers before torch is loaded.
 """
@@ -33,17 +36,23 @@ def flag(
     group: str | None = None,
     default_text: str | None = None,
     cli: bool = True,
+    positional: bool = False,
 ):
     """A dataclass field that is also the flag `--field-name` (or `name`; a boolean named `--no-X` stores False).
 
     `default_text` replaces the printed default where the value is computed later (a None default); `cli=False`
-    keeps a field in the record without a flag.
+    keeps a field in the record without a flag; `positional` makes it an argument named by `metavar`.
     """
     meta = {"help": help, "choices": choices, "metavar": metavar, "name": name, "group": group}
-    meta.update(default_text=default_text, cli=cli)
+    meta.update(default_text=default_text, cli=cli, positional=positional)
     if isinstance(default, list | dict | set):
         raise TypeError("use a tuple (immutable) as a flag's default")
     return field(default=default, metadata=meta)
+
+
+def section(cls):
+    """A field holding the dataclass `cls` (default: cls()), whose own flags `add_flags` adds in place."""
+    return field(default_factory=cls, metadata={"section": cls})
 
 
 def _unwrap_optional(tp):
@@ -55,13 +64,17 @@ def _unwrap_optional(tp):
     return tp
 
 
-def _list_parser(item_type):
+def _list_parser(item_type, choices=None):
     def parse(text: str) -> tuple:
         try:
-            return tuple(item_type(x.strip()) for x in text.split(",") if x.strip())
+            items = tuple(item_type(x.strip()) for x in text.split(",") if x.strip())
         except ValueError:
             kind = {int: "integers", float: "numbers"}.get(item_type, "values")
             raise argparse.ArgumentTypeError(f"not a comma-separated list of {kind}: {text!r}") from None
+        unknown = [x for x in items if choices is not None and x not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"{', '.join(map(str, unknown))} not of {', '.join(map(str, choices))}")
+        return items
 
     return parse
 
@@ -77,45 +90,75 @@ def show_default(value) -> str:
     return str(value)
 
 
+def _cli_fields(cls):
+    """(field, type) of every flag of `cls`, sections expanded in place."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if "section" in f.metadata:
+            yield from _cli_fields(f.metadata["section"])
+        elif f.metadata.get("cli", False):
+            yield f, _unwrap_optional(hints[f.name])
+
+
 def add_flags(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
     """Add one flag per field of the dataclass `cls` (fields with cli=False are skipped)."""
-    hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in fields(cls):
+    seen: set[str] = set()
+    for f, kind in _cli_fields(cls):
+        if f.name in seen:  # parse_config could not tell whose value it is
+            raise TypeError(f"{cls.__name__}: two flags store {f.name!r}")
+        seen.add(f.name)
         meta = f.metadata
-        if not meta.get("cli", False):
-            continue
         target = parser
         if meta["group"]:
             target = groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
-        kind = _unwrap_optional(hints[f.name])
         option = meta["name"] or "--" + f.name.replace("_", "-")
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": meta["help"]}
         required = f.default is MISSING and f.default_factory is MISSING
+        choices = None if meta["choices"] is None else tuple(meta["choices"])
         if kind is bool:
             kwargs["action"] = "store_false" if option.startswith("--no-") else "store_true"
         else:
             if typing.get_origin(kind) is tuple:
                 item = typing.get_args(kind)[0]
-                kwargs["type"] = _list_parser(item)
-                kwargs["metavar"] = meta["metavar"] or ("X1,X2,..." if item is not str else "A,B,...")
+                if meta["positional"]:
+                    kwargs.update(type=item, nargs="+", metavar=meta["metavar"])
+                else:
+                    kwargs["type"] = _list_parser(item, choices)
+                    kwargs["metavar"] = meta["metavar"] or ("X1,X2,..." if item is not str else "A,B,...")
+                    choices = None  # checked item by item: argparse would compare the whole tuple
             else:
-                kwargs["type"] = kind
-                kwargs["metavar"] = meta["metavar"]
-            if meta["choices"] is not None:
-                kwargs["choices"] = tuple(meta["choices"])  # argparse lists them: {a,b,c}
+                kwargs.update(type=kind, metavar=meta["metavar"])
+            if meta["choices"] is not None:  # in the help line too: argparse shows them only beside the flag
+                kwargs["help"] += f" ({'|'.join(map(str, meta['choices']))})"
+            if choices is not None:
+                kwargs["choices"] = choices
                 kwargs.pop("metavar")
-            if required:
+            if required and not meta["positional"]:
                 kwargs["required"] = True
             elif meta["default_text"] is not None:
                 kwargs["help"] += f" (default: {meta['default_text']})"
-            elif f.default is not None:
+            elif not required and f.default is not None:
                 kwargs["help"] += f" (default: {show_default(f.default)})"
+        if meta["positional"]:  # argparse takes a positional's dest as its name, and always requires it
+            option = kwargs.pop("dest")
+            del kwargs["default"]
         target.add_argument(option, **kwargs)
     return parser
 
 
 def parse_config(cls, namespace: argparse.Namespace):
-    """(cls(**given values), names of the fields the user gave) from a namespace parsed with `add_flags`."""
-    given = {f.name: getattr(namespace, f.name) for f in fields(cls) if hasattr(namespace, f.name)}
-    return cls(**given), set(given)
+    """(cls(**given values), names of the fields the user gave) from a namespace parsed with `add_flags`.
+
+    A section's fields are given by their own names: `given` is flat, one set of names for the whole command.
+    """
+    values, given = {}, set()
+    for f in fields(cls):
+        if "section" in f.metadata:
+            values[f.name], inner = parse_config(f.metadata["section"], namespace)
+            given |= inner
+        elif hasattr(namespace, f.name):
+            value = getattr(namespace, f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value  # nargs="+" gives a list
+            given.add(f.name)
+    return cls(**values), given

@@ -13,12 +13,12 @@ One `seed` drives every step, but each random stream (training windows, evaluati
 blocks) is derived from it with its own purpose tag (tokenbounds.streams): the blocks the bound draws are
 independent of the windows the model was trained on, as the bound requires.
 
-The settings below were chosen by the developers after trying a handful of configurations on this same corpus, so
-the bound pays for that choice: `extra_bits` = log2 16 covers up to 16 configurations tried.
+The settings (tokenbounds.quickstart_config) were chosen by the developers after trying a handful of configurations
+on this same corpus, so the bound pays for that choice: `extra_bits` = log2 16 covers up to 16 configurations tried.
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from tokenbounds.compress.model import quantize_model
@@ -29,28 +29,10 @@ from tokenbounds.data.shards import open_corpus
 from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.parametrization import PARAMETRIZATIONS, make_spec
 from tokenbounds.pipeline import BoundRequest, compute_bound
+from tokenbounds.quickstart_config import QuickstartConfig
 from tokenbounds.streams import check_seed
-from tokenbounds.train.trainer import TrainConfig, cpu_has_fast_bf16, random_streams, train
-
-
-@dataclass(frozen=True)
-class QuickstartConfig:
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    context: int = 128
-    lora_rank: int = 16
-    subspace_dim: int = 10_000
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 1e-2
-    warmup: int = 50
-    levels: int = 16
-    samples: int = 4000  # blocks drawn for the bound
-    stride: int = 64  # scored block length: every scored token sees >= context - stride tokens
-    delta: float = 0.05
-    seed: int = 0
-    extra_bits: float = 4.0  # log2 of the (at most 16) configurations the developers tried on this corpus
+from tokenbounds.train.config import TrainConfig
+from tokenbounds.train.trainer import cpu_has_fast_bf16, random_streams, train
 
 
 def quickstart_spec(cfg: QuickstartConfig) -> dict:
@@ -73,8 +55,9 @@ def quickstart_spec(cfg: QuickstartConfig) -> dict:
     )
 
 
-def run_quickstart(out: Path, cfg: QuickstartConfig, progress: bool = True, log=print) -> dict:
+def run_quickstart(out: Path, cfg: QuickstartConfig, log=print) -> dict:
     """Run the four steps into `out` (a new directory) and return the bound report with a `quickstart` section."""
+    progress = cfg.progress
     check_seed(cfg.seed)  # before the corpus is prepared
     timings = {}
     started = time.perf_counter()

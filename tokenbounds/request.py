@@ -35,8 +35,12 @@ class BoundRequest:
         "QuIP# checkpoint directory (with --quip-sharp)",
     )
     data: str = flag(metavar="PATH", help="a shard directory from `prepare`, or a raw nanoGPT .bin file", group=DATA)
-    dtype: str | None = flag(None, choices=("uint16", "uint32"), help="token dtype of a raw .bin file", group=DATA)
-    eot: int | None = flag(None, metavar="ID", help="end-of-text id of a raw .bin file", group=DATA)
+    dtype: str | None = flag(
+        None, choices=("uint16", "uint32"), help="token dtype of a raw .bin file", group=DATA, default_text="meta's"
+    )
+    eot: int | None = flag(
+        None, metavar="ID", help="end-of-text id of a raw .bin file", group=DATA, default_text="meta.json's"
+    )
     verify_data: bool = flag(
         False,
         group=DATA,
@@ -96,13 +100,17 @@ class BoundRequest:
         metavar="L1,L2,...",
         group=BOUND,
         default_text="42 values from 1e-4 to 0.9, uniform in logit, so rounding to the grid costs < 1%%",
-        help="eb: the lambda grid in (0, 1), fixed in advance",
+        help="eb: the lambda grid, values strictly between 0 and 1, fixed in advance",
     )
     paper: bool = flag(
         False, group=BOUND, help="the paper's configuration: --method lotfi --mode token --subsample-ucb hoeffding"
     )
     message_bits: float | None = flag(
-        None, metavar="N", group=PRIOR, help="length in bits of the model's description (the prior)"
+        None,
+        metavar="N",
+        group=PRIOR,
+        default_text="none: a quantized directory's own message, or --checkpoint-size",
+        help="length in bits of the model's description (the prior)",
     )
     checkpoint_size: bool = flag(
         False,
@@ -138,6 +146,7 @@ class BoundRequest:
         None,
         metavar="DIR",
         group=RUN,
+        default_text="none",
         help="QuIP# checkpoints: a quip-sharp checkout (kernels built) that decodes and runs the model in a worker "
         "process; use --device cuda (or auto: spread over GPUs)",
     )

@@ -1,6 +1,9 @@
 """Command line: argument parsing and clear errors only; the work happens in tokenbounds.pipeline and below.
 
-Each sub-command is one module here with `add_parser(subparsers)` and `run(args) -> int`.
+Each sub-command is one module here with `add_parser(subparsers)` and `run(args) -> int`, and one config dataclass
+(in a module that imports no torch) whose fields are its flags (tokenbounds.config.add_flags) and whose values the
+run records; `run` turns the namespace into that config (parse_config) and only then imports the heavy work, so
+`--help` answers without loading torch.
 """
 
 import argparse

@@ -13,10 +13,11 @@ from tokenbounds.request import BoundRequest, request_from_flags
 
 @dataclass
 class Outputs:
-    json: str | None = flag(None, metavar="OUT", help="write the JSON report here")
+    json: str | None = flag(None, metavar="OUT", default_text="not written", help="write the JSON report here")
     units_out: str | None = flag(
         None,
         metavar="FILE.npz",
+        default_text="not written",
         help="write the per-unit values of every row (sampling order) beside the report, so every subsampling term "
         "can be recomputed: statistics, unit_loss, unit_sq (eb), draws",
     )

@@ -1,10 +1,76 @@
-"""`tokenbounds quantize MODEL --levels L --out DIR`: quantize a model's weights into a priced, loadable directory."""
+"""`tokenbounds quantize MODEL --levels L --out DIR`: quantize a model's weights into a priced, loadable directory.
+
+Flags come from QuantizeConfig; the model code (and torch) is imported in `run`.
+"""
 
 import argparse
+from dataclasses import dataclass
 
-from tokenbounds.compress.model import quantize_model
+from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
-from tokenbounds.streams import check_seed
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeConfig:
+    model: str = flag(
+        help="a Hugging Face model directory, a .gguf file, or a directory from `tokenbounds train`; refused, as by "
+        "`bound`, when its checkpoint does not fill the architecture exactly",
+        metavar="MODEL",
+        positional=True,
+    )
+    levels: int = flag(help="codebook size L (>= 2): at most L distinct values", metavar="L")
+    kmeans: bool = flag(False, help="k-means centroids instead of L uniform bins over [min, max]")
+    tensors: str | None = flag(
+        None,
+        help="quantize the floating tensors whose name matches REGEX; the others are stored raw and paid for",
+        metavar="REGEX",
+        default_text="every weight matrix, i.e. every floating tensor with >= 2 dimensions",
+    )
+    shared_codebook: bool = flag(False, help="one codebook for all quantized tensors (default: one per tensor)")
+    unquantized_dtype: str = flag(
+        "float16",
+        help="how floating tensors left unquantized (norms, biases) are stored in the message",
+        choices=("float16", "float32"),
+    )
+    configs_tried: int = flag(
+        1,
+        help="how many quantization configurations (levels, k-means or not, QAT steps, patterns) you tried before "
+        "keeping this one; the bound pays log2 K extra bits",
+        metavar="K",
+    )
+    qat_steps: int = flag(
+        0,
+        help="refine the codebook centroids for N Adam steps on random windows of --data (assignments fixed)",
+        metavar="N",
+    )
+    data: str | None = flag(
+        None,
+        help="training token shards (a `prepare` directory) for --qat-steps",
+        metavar="SHARDS",
+        default_text="none",
+    )
+    dtype: str | None = flag(
+        None,
+        help="token dtype when --data is a raw .bin file",
+        choices=("uint16", "uint32"),
+        default_text="meta.json's",
+    )
+    eot: int | None = flag(
+        None, help="end-of-text token id when --data is a raw .bin file", metavar="ID", default_text="meta.json's"
+    )
+    qat_ste: bool = flag(
+        False, help="also move weights between centroids: latent weights trained with the straight-through estimator"
+    )
+    qat_lr: float = flag(1e-4, help="learning rate of the centroids", metavar="LR")
+    qat_batch: int = flag(8, help="windows per QAT step", metavar="B")
+    qat_length: int = flag(128, help="tokens per QAT window", metavar="T")
+    seed: int = flag(
+        0,
+        help="seed of the QAT windows; they come from their own stream of it, independent of the trainer's and the "
+        "bound's with the same seed",
+    )
+    out: str = flag(help="output directory (must not exist or be empty)", metavar="DIR")
+    progress: bool = flag(True, help="do not show progress bars", name="--no-progress")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,97 +83,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the decoded weights as model.safetensors, so DIR is a Hugging Face model directory holding exactly the "
         "model the message describes. `bound` on DIR evaluates that decoded model and reads the message bits.",
     )
-    p.add_argument(
-        "model",
-        metavar="MODEL",
-        help="a Hugging Face model directory, a .gguf file, or a directory from `tokenbounds train`; refused, as by "
-        "`bound`, when its checkpoint does not fill the architecture exactly",
-    )
-    p.add_argument("--levels", type=int, required=True, help="codebook size L (>= 2): at most L distinct values")
-    p.add_argument("--kmeans", action="store_true", help="k-means centroids instead of L uniform bins over [min, max]")
-    p.add_argument(
-        "--tensors",
-        metavar="REGEX",
-        help="quantize the floating tensors whose name matches REGEX (default: every weight matrix, i.e. every "
-        "floating tensor with >= 2 dimensions); the others are stored raw and paid for",
-    )
-    p.add_argument(
-        "--shared-codebook",
-        action="store_true",
-        help="one codebook for all quantized tensors (default: one per tensor)",
-    )
-    p.add_argument(
-        "--unquantized-dtype",
-        choices=("float16", "float32"),
-        default="float16",
-        help="how floating tensors left unquantized (norms, biases) are stored in the message (default: %(default)s)",
-    )
-    p.add_argument(
-        "--configs-tried",
-        type=int,
-        default=1,
-        metavar="K",
-        help="how many quantization configurations (levels, k-means or not, QAT steps, patterns) you tried before "
-        "keeping this one; the bound pays log2 K extra bits (default: %(default)s)",
-    )
-    p.add_argument(
-        "--qat-steps",
-        type=int,
-        default=0,
-        metavar="N",
-        help="refine the codebook centroids for N Adam steps on random windows of --data (assignments fixed)",
-    )
-    p.add_argument("--data", metavar="SHARDS", help="training token shards (a `prepare` directory) for --qat-steps")
-    p.add_argument("--dtype", choices=("uint16", "uint32"), help="token dtype when --data is a raw .bin file")
-    p.add_argument("--eot", type=int, help="end-of-text token id when --data is a raw .bin file")
-    p.add_argument(
-        "--qat-ste",
-        action="store_true",
-        help="also move weights between centroids: latent weights trained with the straight-through estimator",
-    )
-    p.add_argument("--qat-lr", type=float, default=1e-4, help="learning rate of the centroids (default: %(default)s)")
-    p.add_argument("--qat-batch", type=int, default=8, help="windows per QAT step (default: %(default)s)")
-    p.add_argument("--qat-length", type=int, default=128, help="tokens per QAT window (default: %(default)s)")
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of the QAT windows; they come from their own stream of it, independent of the trainer's and the "
-        "bound's with the same seed (default: %(default)s)",
-    )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist or be empty)")
-    p.add_argument("--no-progress", action="store_true", help="do not show progress bars")
-    return p
+    return add_flags(p, QuantizeConfig)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.data and not args.qat_steps:
+    from tokenbounds.compress.model import quantize_model
+    from tokenbounds.streams import check_seed
+
+    cfg, _ = parse_config(QuantizeConfig, args)
+    if cfg.data and not cfg.qat_steps:
         raise UserError("--data is only used with --qat-steps")
-    check_seed(args.seed)  # before loading the model
+    check_seed(cfg.seed)  # before loading the model
     m = quantize_model(
-        args.model,
-        args.out,
-        levels=args.levels,
-        kmeans=args.kmeans,
-        tensors=args.tensors,
-        shared_codebook=args.shared_codebook,
-        unquantized_dtype=args.unquantized_dtype,
-        configs_tried=args.configs_tried,
-        qat_steps=args.qat_steps,
-        data=args.data,
-        data_dtype=args.dtype,
-        data_eot=args.eot,
+        cfg.model,
+        cfg.out,
+        levels=cfg.levels,
+        kmeans=cfg.kmeans,
+        tensors=cfg.tensors,
+        shared_codebook=cfg.shared_codebook,
+        unquantized_dtype=cfg.unquantized_dtype,
+        configs_tried=cfg.configs_tried,
+        qat_steps=cfg.qat_steps,
+        data=cfg.data,
+        data_dtype=cfg.dtype,
+        data_eot=cfg.eot,
         qat_options={
-            "lr": args.qat_lr,
-            "batch_size": args.qat_batch,
-            "length": args.qat_length,
-            "seed": args.seed,
-            "ste": args.qat_ste,
+            "lr": cfg.qat_lr,
+            "batch_size": cfg.qat_batch,
+            "length": cfg.qat_length,
+            "seed": cfg.seed,
+            "ste": cfg.qat_ste,
         },
-        progress=not args.no_progress,
+        progress=cfg.progress,
     )
     b = m["breakdown"]
-    print(f"quantized {m['source']['path']} -> {args.out}")
+    print(f"quantized {m['source']['path']} -> {cfg.out}")
     print(
         f"levels {m['levels']} ({'k-means' if m['kmeans'] else 'uniform'}), "
         f"{len(m['quantized_tensors'])} tensors quantized ({m['n_quantized']:,} values), "

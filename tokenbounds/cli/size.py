@@ -1,12 +1,43 @@
-"""`tokenbounds size PATH...`: how many bits it takes to describe a checkpoint (the prior's message length)."""
+"""`tokenbounds size PATH...`: how many bits it takes to describe a checkpoint (the prior's message length).
+
+Flags come from SizeConfig; the codecs and the model backends (torch) are imported in `run`.
+"""
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
-from tokenbounds.compress.codecs import DEFAULT_CODECS, measure_size
-from tokenbounds.compress.quantized_dir import MANIFEST, is_quantized_dir, read_manifest
+from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.report.io import check_writable, write_json
+
+# tokenbounds.compress.codecs.DEFAULT_CODECS, which imports torch through the model backends (tests/test_cli_help.py
+# checks that the two are equal).
+DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizeConfig:
+    paths: tuple[str, ...] = flag(
+        help="a model (a .gguf file, a Hugging Face directory, a directory from `tokenbounds train` or `quantize`: "
+        "the files its backend prices), or checkpoint files priced exactly as given",
+        metavar="PATH",
+        positional=True,
+    )
+    codecs: tuple[str, ...] = flag(
+        DEFAULT_CODECS,
+        help="comma-separated codecs to try, each NAME or NAME:LEVEL (levels by default: gzip 6, xz 6, zstd 19, "
+        "brotli 9); every codec tried adds to the log2(number of codecs) extra bits",
+        metavar="CODECS",
+    )
+    json: str | None = flag(
+        None,
+        help="also write the result as JSON to OUT (refused if OUT exists)",
+        metavar="OUT",
+        default_text="not written",
+    )
+    force: bool = flag(False, help="overwrite an existing --json file")
+    progress: bool = flag(True, help="do not show the progress bar", name="--no-progress")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -18,23 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(config.json + weights), as a GNU tar archive (gzip = `tar -czf`). Reporting the shortest of K codecs costs "
         "log2 K extra bits in the bound.",
     )
-    p.add_argument(
-        "paths",
-        nargs="+",
-        metavar="PATH",
-        help="a model (a .gguf file, a Hugging Face directory, a directory from `tokenbounds train` or `quantize`: "
-        "the files its backend prices), or checkpoint files priced exactly as given",
-    )
-    p.add_argument(
-        "--codecs",
-        default=",".join(DEFAULT_CODECS),
-        help="comma-separated codecs to try, each NAME or NAME:LEVEL (defaults: gzip 6, xz 6, zstd 19, brotli 9); "
-        "every codec tried adds to the log2(number of codecs) extra bits (default: %(default)s)",
-    )
-    p.add_argument("--json", metavar="OUT", help="also write the result as JSON to OUT (refused if OUT exists)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
-    return p
+    return add_flags(p, SizeConfig)
 
 
 def format_table(result) -> str:
@@ -74,19 +89,22 @@ def format_table(result) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    codecs = [c for c in args.codecs.split(",") if c.strip()]
-    if not codecs:
+    from tokenbounds.compress.codecs import measure_size
+    from tokenbounds.compress.quantized_dir import MANIFEST, is_quantized_dir, read_manifest
+
+    cfg, _ = parse_config(SizeConfig, args)
+    if not cfg.codecs:
         raise UserError("--codecs is empty")
-    check_writable(args.json, args.force)  # before compressing anything
-    result = measure_size(args.paths, codecs=codecs, progress=not args.no_progress)
+    check_writable(cfg.json, cfg.force)  # before compressing anything
+    result = measure_size(list(cfg.paths), codecs=list(cfg.codecs), progress=cfg.progress)
     print(format_table(result))
-    for path in args.paths:
+    for path in cfg.paths:
         if is_quantized_dir(path):
             bits = read_manifest(path)["message_bits"]
             print(
                 f"note: {path} is a quantized directory; its coded message is {bits:,} bits ({MANIFEST}), which is "
                 "what `bound` uses as its prior"
             )
-    if args.json:
-        write_json(args.json, result.to_json())
+    if cfg.json:
+        write_json(cfg.json, result.to_json())
     return 0

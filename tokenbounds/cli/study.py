@@ -1,13 +1,38 @@
 """`tokenbounds study NAME`: run a study (a grid of bounds, resumable row by row) into a new directory.
 
-Only the sizes' names are imported to build --help; torch and the runner are imported when a study runs.
+Flags come from CompressionStudyConfig; only the sizes' names are imported to build --help, torch and the runner
+when a study runs.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressionStudyConfig:
+    out: str = flag(help="new run directory (or the one to --resume)", metavar="DIR")
+    resume: bool = flag(False, help="finish the study in --out, skipping its finished rows")
+    size: str = flag("default", help="how large a study", choices=tuple(SIZES))
+    # Not a choices flag: an unknown name is a UserError (one line), and the rows run in SUB_STUDIES order.
+    studies: tuple[str, ...] = flag(
+        SUB_STUDIES, help=f"comma-separated sub-studies to run, of {', '.join(SUB_STUDIES)}", metavar="A,B,..."
+    )
+    extra_bits: float = flag(
+        0.0, help="bits for choices of yours made after seeing this corpus; log2(rows) is added on top"
+    )
+    threads: int = flag(1, help="torch CPU threads (1: the study is bit-identical when resumed with the same count)")
+
+    def __post_init__(self):
+        if self.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {self.threads}")
+        if not self.extra_bits >= 0:
+            raise UserError(f"--extra-bits must be >= 0, got {self.extra_bits}")
+        if not self.studies or set(self.studies) - set(SUB_STUDIES):
+            raise UserError(f"--studies {','.join(self.studies)!r}: give some of {', '.join(SUB_STUDIES)}")
 
 
 def add_parser(sub):
@@ -29,47 +54,27 @@ def add_parser(sub):
         "tar -czf). Sizes: smallest (seconds, for CI), default (about 15 minutes on a 2-core AVX2 CPU), paper "
         "(README's figures: 4 x 128 GPT, 2,000-step schedule, 2,000 blocks per bound).",
     )
-    c.add_argument("--out", required=True, metavar="DIR", help="new run directory (or the one to --resume)")
-    c.add_argument("--resume", action="store_true", help="finish the study in --out, skipping its finished rows")
-    c.add_argument("--size", choices=tuple(SIZES), default="default", help="how large a study (default: default)")
-    c.add_argument(
-        "--studies",
-        default=",".join(SUB_STUDIES),
-        help=f"comma-separated sub-studies to run, of {', '.join(SUB_STUDIES)} (default: all)",
-    )
-    c.add_argument(
-        "--extra-bits",
-        type=float,
-        default=0.0,
-        help="bits for choices of yours made after seeing this corpus; log2(rows) is added on top",
-    )
-    c.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: the study is bit-identical "
-                   "when resumed with the same count)")  # fmt: skip
+    add_flags(c, CompressionStudyConfig)
     c.set_defaults(_run=run)
     return p
 
 
 def run(args) -> int:
+    cfg, _ = parse_config(CompressionStudyConfig, args)
     import torch
 
     from tokenbounds.studies.compression import compression_study
     from tokenbounds.studies.runner import run_study
     from tokenbounds.train.trainer import cpu_has_fast_bf16
 
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    if not args.extra_bits >= 0:
-        raise UserError(f"--extra-bits must be >= 0, got {args.extra_bits}")
-    named = {s.strip() for s in args.studies.split(",") if s.strip()}
-    if not named or named - set(SUB_STUDIES):
-        raise UserError(f"--studies {args.studies!r}: give some of {', '.join(SUB_STUDIES)}")
-    studies = tuple(s for s in SUB_STUDIES if s in named)  # rows run in one order, however they are named
-    torch.set_num_threads(args.threads)
-    cfg = replace(SIZES[args.size], studies=studies, bf16=cpu_has_fast_bf16())
-    summary = run_study(compression_study(cfg, args.size, args.extra_bits), Path(args.out), resume=args.resume)
+    studies = tuple(s for s in SUB_STUDIES if s in cfg.studies)  # rows run in one order, however they are named
+    torch.set_num_threads(cfg.threads)
+    # config.json records the study's configuration (size, sub-studies, extra bits), not where or how fast it ran
+    study_cfg = replace(SIZES[cfg.size], studies=studies, bf16=cpu_has_fast_bf16())
+    summary = run_study(compression_study(study_cfg, cfg.size, cfg.extra_bits), Path(cfg.out), resume=cfg.resume)
     best = summary["best"]
     print(
         f"best of {summary['rows']} rows: {best['label']}, {best['bound']:.4f} bits/token (paid log2 "
-        f"{summary['rows']} = {summary['paid_bits']:.2f} bits); wrote {args.out}/study.json, study.md, plots/"
+        f"{summary['rows']} = {summary['paid_bits']:.2f} bits); wrote {cfg.out}/study.json, study.md, plots/"
     )
     return 0

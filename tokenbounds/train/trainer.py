@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,55 +39,12 @@ from tokenbounds.models.parametrization import (
     message_contents,
     spec_bytes,
 )
-from tokenbounds.streams import TRAIN_EVAL, TRAIN_TORCH, TRAIN_WINDOWS, check_seed, describe, stream, torch_seed
+from tokenbounds.streams import TRAIN_EVAL, TRAIN_TORCH, TRAIN_WINDOWS, describe, stream, torch_seed
+from tokenbounds.train.config import TrainConfig
 
 STATE_FILE = "train_state.json"
 LN2 = math.log(2.0)  # losses are computed in nats (cross_entropy) and reported in bits
 OPTIMIZER_FILE = "optimizer.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 16  # windows of context+1 tokens per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1  # the cosine ends at lr * min_lr_ratio
-    warmup: int = 50
-    weight_decay: float = 0.0  # decoupled, on matrices only (never on vectors, norms or z)
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    eval_every: int = 200
-    eval_batches: int = 8
-    checkpoint_every: int = 500
-    seed: int = 0
-    bf16: bool = False  # bfloat16 autocast for the forward pass (parameters, optimizer and loss stay float32)
-
-    # These change only when evaluations and checkpoints happen, not what is trained.
-    NON_TRAJECTORY = ("eval_every", "eval_batches", "checkpoint_every")
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.warmup < 0:
-            raise UserError(f"warmup must be >= 0, got {self.warmup}")
-        if not self.lr > 0:
-            raise UserError(f"learning rate must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise UserError(f"min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise UserError("weight decay and gradient clip must be >= 0")
-        check_seed(self.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def print_now(line: str) -> None:
@@ -230,7 +187,9 @@ def train(
 
     `extra_state` (JSON-serialisable) is stored in every checkpoint's train_state.json, for the caller.
     `stop_at_step` ends this invocation early, with a checkpoint there, as an interrupted run would; `resume` goes on.
+    A config without lr takes its default for the spec; train_state.json records the lr used.
     """
+    cfg = cfg.for_spec(spec)
     out = Path(out)
     context = int(spec["arch"]["context"])
     vocab = int(spec["arch"]["vocab_size"])
