@@ -33,6 +33,7 @@ LAYERS = {
     "architecture": 2,
     "pipeline": 3,
     "quickstart": 3,
+    "quickstart_config": 3,
     "studies": 3,
     "hypothesis": 3,
     "request": 3,

@@ -8,12 +8,12 @@ import torch.nn.functional as F
 
 from tokenbounds.errors import UserError
 from tokenbounds.models.gpt import GPTConfig
+from tokenbounds.models.groups import PARAMETRIZATIONS
 from tokenbounds.models.kronecker import KroneckerLinear
 from tokenbounds.models.lora import LoRALinear
 from tokenbounds.models.monarch import MonarchLinear
 from tokenbounds.models.parametrization import (
     FREE_FILE,
-    PARAMETRIZATIONS,
     SPEC_FILE,
     build_model,
     count_parameters,

@@ -16,7 +16,7 @@ from tokenbounds.pipeline import BoundRequest, compute_bound
 from tokenbounds.studies import compression, runner
 from tokenbounds.studies.compression import compression_study
 from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
-from tokenbounds.studies.runner import Hypothesis, Row, Study, run_study
+from tokenbounds.studies.runner import Row, RowBuild, Study, run_study
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -156,7 +156,7 @@ def test_every_row_pays_log2_rows_on_top_of_the_users_extra_bits(tmp_path, tiny_
                            subsample_ucb="betting", samples=32, context=16, stride=8, message_bits=5000,
                            progress=False)  # fmt: skip
     rows = [
-        Row(f"r{i}", "g", f"row {i}", {"i": i}, lambda out, i=i: Hypothesis(replace(request, seed=i))) for i in range(4)
+        Row(f"r{i}", "g", f"row {i}", {"i": i}, lambda out, i=i: RowBuild(replace(request, seed=i))) for i in range(4)
     ]
     summary = run_study(Study("fake", {"n": 4}, rows, extra_bits=1.0), tmp_path / "run", log=lambda line: None)
     assert summary["rows"] == 4 and summary["paid_bits"] == 2.0
@@ -165,7 +165,7 @@ def test_every_row_pays_log2_rows_on_top_of_the_users_extra_bits(tmp_path, tiny_
         assert report["prior"]["user_extra_bits"] == 3.0  # 1 of the user's + log2 4
         direct = compute_bound(replace(request, seed=i, extra_bits=3.0))["best_bits_per_token"]["bound"]
         assert r["bound"]["bound"] == direct
-    broken = [Row("r", "g", "row", {}, lambda out: Hypothesis(replace(request, extra_bits=1.0)))]
+    broken = [Row("r", "g", "row", {}, lambda out: RowBuild(replace(request, extra_bits=1.0)))]
     with pytest.raises(ValueError, match="extra_bits to the runner"):
         run_study(Study("fake", {}, broken), tmp_path / "other", log=lambda line: None)
 

@@ -13,17 +13,14 @@ from safetensors.torch import load_file
 from tokenbounds.cli import train as train_cli
 from tokenbounds.data.shards import open_corpus, write_meta
 from tokenbounds.errors import UserError
-from tokenbounds.models import parametrization
 from tokenbounds.models.gpt import GPTConfig, GPTLogitModel
+from tokenbounds.models.groups import PARAMETRIZATIONS, SUBSPACE_BY_DEFAULT
 from tokenbounds.models.parametrization import (
-    PARAMETRIZATIONS,
-    SUBSPACE_BY_DEFAULT,
     build_model,
     free_parameters,
     load_trained,
     make_spec,
 )
-from tokenbounds.train import config as train_config
 from tokenbounds.train.config import ModelConfig, parse_groups
 from tokenbounds.train.trainer import TrainConfig, learning_rate, train
 
@@ -239,12 +236,6 @@ def test_every_named_parametrization_is_what_train_param_resolves_to():
         assert (spec["subspace"] is not None) == (name in SUBSPACE_BY_DEFAULT)
     # a bare group takes the named parametrization's kind of linears
     assert parse_groups("attn,embed", "sublora") == {"attn": "lora", "embed": "lora"}
-
-
-def test_the_light_copy_of_the_parametrizations_is_the_models():
-    """train --help lists them without importing torch, from a copy that must not drift."""
-    assert train_config.PARAMETRIZATIONS == parametrization.PARAMETRIZATIONS
-    assert train_config.GROUPS == parametrization.GROUPS
 
 
 def test_cli_records_every_setting_and_resume_keeps_the_saved_ones(tmp_path, data):

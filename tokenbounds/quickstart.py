@@ -26,13 +26,15 @@ from tokenbounds.data.bytes_tokenizer import ByteTokenizer
 from tokenbounds.data.embedded import shakespeare_path
 from tokenbounds.data.prepare import prepare
 from tokenbounds.data.shards import open_corpus
+from tokenbounds.models.base import cpu_has_fast_bf16
 from tokenbounds.models.gpt import GPTConfig
-from tokenbounds.models.parametrization import PARAMETRIZATIONS, make_spec
+from tokenbounds.models.groups import PARAMETRIZATIONS
+from tokenbounds.models.parametrization import make_spec
 from tokenbounds.pipeline import BoundRequest, compute_bound
 from tokenbounds.quickstart_config import QuickstartConfig
 from tokenbounds.streams import check_seed
 from tokenbounds.train.config import TrainConfig
-from tokenbounds.train.trainer import cpu_has_fast_bf16, random_streams, train
+from tokenbounds.train.trainer import random_streams, train
 
 
 def quickstart_spec(cfg: QuickstartConfig) -> dict:

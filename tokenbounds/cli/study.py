@@ -63,9 +63,9 @@ def run(args) -> int:
     cfg, _ = parse_config(CompressionStudyConfig, args)
     import torch
 
+    from tokenbounds.models.base import cpu_has_fast_bf16
     from tokenbounds.studies.compression import compression_study
     from tokenbounds.studies.runner import run_study
-    from tokenbounds.train.trainer import cpu_has_fast_bf16
 
     studies = tuple(s for s in SUB_STUDIES if s in cfg.studies)  # rows run in one order, however they are named
     torch.set_num_threads(cfg.threads)

@@ -30,11 +30,12 @@ from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
 from tokenbounds.files import holds_something
 from tokenbounds.models.gpt import GPTConfig
-from tokenbounds.models.parametrization import FREE_FILE, PARAMETRIZATIONS, SPEC_FILE, SUBSPACE_BY_DEFAULT, make_spec
+from tokenbounds.models.groups import PARAMETRIZATIONS, SUBSPACE_BY_DEFAULT
+from tokenbounds.models.parametrization import FREE_FILE, SPEC_FILE, make_spec
 from tokenbounds.pipeline import BoundRequest
 from tokenbounds.studies.compression_sizes import SUB_STUDIES, CompressionConfig
 from tokenbounds.studies.plots import Plot
-from tokenbounds.studies.runner import Hypothesis, Row, Study
+from tokenbounds.studies.runner import Row, RowBuild, Study
 from tokenbounds.train.trainer import TrainConfig, read_checkpoint_state, train
 
 PLOTS = (
@@ -166,12 +167,12 @@ def _request(cfg: CompressionConfig, out: Path, model: Path, checkpoint_size: bo
     )
 
 
-def _quantized_row(cfg, out, name, spec, steps, stop) -> Hypothesis:
+def _quantized_row(cfg, out, name, spec, steps, stop) -> RowBuild:
     """Train (to `stop`), quantize at cfg.train_levels uniform levels, bound."""
     trained = _train_to(out, name, spec, cfg, steps, stop)
     target, manifest = _quantize(out, trained["dir"], f"{name}-step{stop}-L{cfg.train_levels}", cfg.train_levels)
     facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
-    return Hypothesis(_request(cfg, out, target), facts, {"train_seconds": trained["seconds"]})
+    return RowBuild(_request(cfg, out, target), facts, {"train_seconds": trained["seconds"]})
 
 
 def _time_rows(cfg: CompressionConfig) -> list[Row]:
@@ -208,7 +209,7 @@ def _levels_rows(cfg: CompressionConfig) -> list[Row]:
         model = _frozen_copy(out, trained["dir"], f"time-step{last}")
         bits, info = checkpoint_message_bits(model, progress=False)
         facts = {"free_parameters": info["n_parameters"], "bits_per_parameter": bits / info["n_parameters"]}
-        return Hypothesis(_request(cfg, out, model, checkpoint_size=True), facts)
+        return RowBuild(_request(cfg, out, model, checkpoint_size=True), facts)
 
     def build(levels, kmeans):
         def row(out):
@@ -216,7 +217,7 @@ def _levels_rows(cfg: CompressionConfig) -> list[Row]:
             name = f"time-step{last}-L{levels}-{'kmeans' if kmeans else 'uniform'}"
             target, manifest = _quantize(out, trained["dir"], name, levels, kmeans)
             facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
-            return Hypothesis(_request(cfg, out, target), facts)
+            return RowBuild(_request(cfg, out, target), facts)
 
         return row
 

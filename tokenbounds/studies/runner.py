@@ -44,7 +44,7 @@ RULE = (
 
 
 @dataclass(frozen=True)
-class Hypothesis:
+class RowBuild:
     """What a row's builder returns: the bound to compute on the hypothesis it built, and what to record about it."""
 
     request: BoundRequest  # with extra_bits = 0: the runner adds the user's and the study's
@@ -58,7 +58,7 @@ class Row:
     group: str  # the sub-study it belongs to: one table and one plot per group
     label: str  # how progress lines name it, e.g. "d=10000"
     params: dict  # what this row varies (JSON), one column each in its group's table
-    build: Callable[[Path], Hypothesis]  # run directory -> the hypothesis, built there (idempotent after interrupts)
+    build: Callable[[Path], RowBuild]  # run directory -> the hypothesis, built there (idempotent after interrupts)
 
 
 @dataclass(frozen=True)

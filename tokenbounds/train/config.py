@@ -9,17 +9,8 @@ from dataclasses import asdict, dataclass, replace
 
 from tokenbounds.config import flag
 from tokenbounds.errors import UserError
+from tokenbounds.models.groups import GROUPS, KINDS_BY_GROUP, PARAMETRIZATIONS, SUBSPACE_BY_DEFAULT, canonical_group
 
-# A torch-free copy of tokenbounds.models.parametrization's GROUPS and PARAMETRIZATIONS, for --help and the choices
-# of --param (that module imports torch); tests/test_train.py checks that the two are equal.
-GROUPS = ("attn", "mlp", "embed", "pos", "norm")
-PARAMETRIZATIONS = {
-    "dense": {"attn": "dense", "mlp": "dense", "embed": "dense", "pos": "dense", "norm": "dense"},
-    "lora": {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"},
-    "sublora": {"attn": "lora", "mlp": "lora", "embed": "lora", "norm": "dense"},
-    "kronecker": {"attn": "kronecker", "mlp": "kronecker", "embed": "lora", "norm": "dense"},
-    "monarch": {"attn": "monarch", "mlp": "monarch", "embed": "lora", "norm": "dense"},
-}
 SUBLORA_DIM = 10_000  # d of a parametrization that implies a subspace, unless --subspace-dim says otherwise
 DENSE_LR = 3e-3
 SUBSPACE_LR = 1e-2  # for z of any subspace run (z steps move each parameter about as much as a dense step)
@@ -31,7 +22,6 @@ def _groups_text(groups: dict[str, str]) -> str:
 
 def parse_groups(text: str, param: str) -> dict[str, str]:
     """`--groups` (GROUP or GROUP=KIND, comma-separated) -> {group: kind}; a bare group takes `param`'s kind."""
-    from tokenbounds.models.parametrization import KINDS_BY_GROUP, canonical_group
 
     kind = PARAMETRIZATIONS[param]["attn"]  # the kind of the named parametrization's linears
     groups = {}
@@ -98,7 +88,7 @@ class ModelConfig:
     def spec(self, corpus_vocab: int) -> dict:
         """The validated model spec (tokenbounds.models.parametrization) for a corpus of `corpus_vocab` ids."""
         from tokenbounds.models.gpt import GPTConfig
-        from tokenbounds.models.parametrization import SUBSPACE_BY_DEFAULT, make_spec
+        from tokenbounds.models.parametrization import make_spec
 
         if self.vocab_size is not None and self.vocab_size < corpus_vocab:
             raise UserError(f"--vocab-size {self.vocab_size} is smaller than the corpus vocabulary {corpus_vocab}")

@@ -30,6 +30,7 @@ from tokenbounds.data.shards import Corpus
 from tokenbounds.data.windows import random_windows
 from tokenbounds.errors import UserError
 from tokenbounds.files import holds_something
+from tokenbounds.models.base import cpu_has_fast_bf16
 from tokenbounds.models.parametrization import (
     FREE_FILE,
     SPEC_FILE,
@@ -49,12 +50,6 @@ OPTIMIZER_FILE = "optimizer.pt"
 
 def print_now(line: str) -> None:
     print(line, flush=True)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): then --bf16 trains ~1.5-2.5x faster."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
