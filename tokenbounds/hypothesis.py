@@ -3,16 +3,16 @@
 A report describes one `Hypothesis`; each smoothing alpha then makes one member of the report's family,
 p_h = (1 - alpha) p_model + alpha / V, and each top-k one more statistic of the same model.
 
-`open_hypothesis` fixes all of it before a single token is scored: a quantized directory is decoded and verified once
-(the weights evaluated are the message's), the model is opened through the backend registry, the rule is checked
-against the model and the corpus, and the prior is priced (`price`).
+`open_hypothesis` fixes all of it before a single token is scored: the model is opened through the backend registry
+(a quantized directory's backend decodes and verifies its message once: the weights evaluated are the message's, and
+the verified manifest prices it), the rule is checked against the model and the corpus, and the prior is priced
+(`price`).
 """
 
 import sys
 from dataclasses import dataclass
 
 from tokenbounds.compress.pricing import checkpoint_message_bits, quantized_message_bits
-from tokenbounds.compress.quantized_dir import is_quantized_dir, load_quantized
 from tokenbounds.data.shards import Corpus
 from tokenbounds.data.units import ContextRule
 from tokenbounds.errors import UserError
@@ -66,13 +66,12 @@ def open_hypothesis(req: BoundRequest, rule: ContextRule, corpus: Corpus) -> Hyp
     if req.quip_sharp is None:  # a quip-sharp worker runs its own torch and checks the device there
         check_device(req.device)
     dtype, why = resolve_compute_dtype(req.compute_dtype, req.device, backend_for(req.model))
-    verified = load_quantized(req.model) if is_quantized_dir(req.model) else None
-    options = {"verified": verified, "quip_sharp": req.quip_sharp, "quip_python": req.quip_python}
-    model = open_model(req.model, dtype, req.device, **options)
+    model = open_model(req.model, dtype, req.device, quip_sharp=req.quip_sharp, quip_python=req.quip_python)
     corpus.check_vocab(model.vocab_size)
     rule.check(corpus, model.max_positions)
     choice = {"requested": req.compute_dtype, "resolved": dtype, "why": why}
-    return Hypothesis(model, rule, price(req, verified[1] if verified else None), dtype, choice)
+    # A quantized directory's backend decoded and verified its message: the prior prices that very message.
+    return Hypothesis(model, rule, price(req, getattr(model, "verified_manifest", None)), dtype, choice)
 
 
 def price(req: BoundRequest, manifest: dict | None) -> Prior:

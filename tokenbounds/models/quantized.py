@@ -26,21 +26,23 @@ DECODED = f"{FORMAT} directory (message decoded and verified)"
 @register_backend("tokenbounds-quantized")
 class Quantized(Backend):
     label = "directory from `tokenbounds quantize`"
-    options = ("verified",)  # what load_quantized(path) returned, when the caller has already decoded it
 
     def can_open(self, path: Path) -> bool:
         return is_quantized_dir(path)
 
-    def load(self, path: Path, compute_dtype: str, device: str, verified: tuple | None = None) -> LogitModel:
-        weights, manifest = verified if verified is not None else load_quantized(path)
+    def load(self, path: Path, compute_dtype: str, device: str) -> LogitModel:
+        """The decoded model, carrying its verified manifest as `verified_manifest`: the prior prices exactly it."""
+        weights, manifest = load_quantized(path)  # decoded and verified once, here
         if manifest["source"].get("format") == GPT_FORMAT:
             spec = json.loads((path / "config.json").read_text())  # verified equal to the message's config
             model = build_model(spec)
             load_free_parameters(model, {k: torch.from_numpy(v.copy()) for k, v in weights.items()})
-            return gpt_logit_model(model.eval(), spec, path, compute_dtype, device, fmt=f"{DECODED} of a GPT")
-        model = load_model(path, compute_dtype, device)
-        model.format = f"{DECODED}, {model.format}"
-        return model
+            loaded = gpt_logit_model(model.eval(), spec, path, compute_dtype, device, fmt=f"{DECODED} of a GPT")
+        else:
+            loaded = load_model(path, compute_dtype, device)
+            loaded.format = f"{DECODED}, {loaded.format}"
+        loaded.verified_manifest = manifest
+        return loaded
 
     def priced_files(self, path: Path) -> list[Path]:
         return [message_path(path, read_manifest(path))]
