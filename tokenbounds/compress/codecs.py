@@ -300,11 +300,13 @@ def measure_size(
         parsed.setdefault(codec_label(name, level), (name, level))
     if not parsed:
         raise UserError("no codec given")
-    n_params = n_stored = count_parameters(files)
     config = next((f for f in files if f.name == "config.json"), None)
     packed = packed_format(config.parent) if config is not None else None
-    if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
-        n_params = dense_parameter_count(config.parent)
+    # Reading a GGUF's header (its tokenizer's metadata included) takes seconds, as long as gzip over the whole file:
+    # count in a thread while the codecs run; a bad header stops the reader at the next chunk.
+    counted: dict = {}
+    counter = threading.Thread(target=_count_into, args=(files, counted), daemon=True)
+    counter.start()
 
     # Stat before the first read and after the last: a checkpoint rewritten meanwhile would be priced as bytes
     # that no one has.
@@ -345,6 +347,8 @@ def measure_size(
     ) as bar:
         try:
             for chunk in chunks:
+                if "error" in counted:
+                    raise counted["error"]
                 for w in workers.values():
                     _put(w, chunk)
                 streamed += len(chunk)
@@ -358,6 +362,12 @@ def measure_size(
                     _put(w, None, give_up_on_error=False)
             for w in workers.values():
                 w.join()
+    counter.join()
+    if "error" in counted:
+        raise counted["error"]
+    n_params = n_stored = counted["n"]
+    if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
+        n_params = dense_parameter_count(config.parent)
     _refuse_if_changed(files, before, streamed if stream == "file" else None, total)
     for label, w in workers.items():
         if w.error is not None:
@@ -378,6 +388,13 @@ def measure_size(
         n_stored_values=n_stored if packed is not None else None,
         packed_format=packed,
     )
+
+
+def _count_into(files: list[Path], counted: dict) -> None:
+    try:
+        counted["n"] = count_parameters(files)
+    except BaseException as err:  # re-raised by measure_size's thread
+        counted["error"] = err
 
 
 def _refuse_if_changed(files: list[Path], before: list, streamed: int | None, total: int) -> None:
