@@ -6,6 +6,7 @@ import io
 import json
 import lzma
 import math
+import os
 import shutil
 import subprocess
 import tarfile
@@ -164,6 +165,8 @@ def test_bad_inputs(tmp_path, model_dir):
     bad_gguf.write_bytes(b"GGUF" + bytes(20))
     with pytest.raises(UserError, match="not a readable GGUF"):
         count_parameters([bad_gguf])
+    with pytest.raises(UserError, match="not a readable GGUF"):  # counted while compressing: still refused
+        measure_size([bad_gguf], codecs=["gzip", "xz"], progress=False)
     bad_st = tmp_path / "bad.safetensors"
     bad_st.write_bytes(b"\xff" * 16)
     with pytest.raises(UserError, match="safetensors"):
@@ -233,3 +236,91 @@ def test_cli_size_json_refuses_to_overwrite_unless_forced(model_dir, tmp_path):
     size, args = _size_args([str(model_dir), "--codecs", "gzip", "--json", str(out), "--no-progress", "--force"])
     assert size.run(args) == 0
     assert json.loads(out.read_text())["best_codec"] == "gzip"
+
+
+HAS_XZ = shutil.which("xz") is not None
+HAS_ZSTD = shutil.which("zstd") is not None
+
+
+@pytest.mark.skipif(not HAS_XZ, reason="no xz binary")
+def test_xz_mt_equals_xz_T0_and_differs_from_xz(tmp_path):
+    """At level 1 (1 MiB dictionary, 3 MiB blocks) a 7 MiB file is several blocks: xz -T0's own bytes."""
+    f = tmp_path / "w.bin"
+    data = _weights_bytes(7 << 19, seed=6)
+    f.write_bytes(data)
+    keep: dict = {}
+    r = measure_size([f], codecs=["xz-mt:1", "xz:1"], progress=False, _keep=keep)
+    mt, st = b"".join(keep["xz-mt:1"]), b"".join(keep["xz:1"])
+    assert mt == subprocess.run(["xz", "-T0", "-1", "-c", str(f)], capture_output=True, check=True).stdout
+    assert mt != st and lzma.decompress(mt) == data
+    assert r.codecs["xz-mt:1"] == 8 * len(mt)
+    assert r.methods["xz-mt:1"].startswith("xz -T0 -1 -c FILE (xz ")
+
+
+def test_xz_mt_refused_without_xz(tmp_path, monkeypatch):
+    f = tmp_path / "w.bin"
+    f.write_bytes(_weights_bytes(1000))
+    real_which = shutil.which
+    monkeypatch.setattr(codecs.shutil, "which", lambda name: None if name == "xz" else real_which(name))
+    with pytest.raises(UserError, match="no xz program on PATH"):
+        measure_size([f], codecs=["xz-mt"], progress=False)
+    with pytest.raises(UserError, match="same prior; use zstd"):
+        parse_codec("zstd-mt")
+
+
+def test_zstd_frame_is_the_clis_and_does_not_depend_on_threads(tmp_path):
+    f = tmp_path / "w.bin"
+    data = _weights_bytes(300_000, seed=7)
+    f.write_bytes(data)
+    keep: dict = {}
+    measure_size([f], codecs=["zstd:3"], progress=False, _keep=keep)
+    out = b"".join(keep["zstd:3"])
+    params = zstandard.get_frame_parameters(out)
+    assert params.content_size == len(data) and params.has_checksum  # like `zstd FILE`
+    # Multi-threaded mode: one worker (the CLI's default -T1) or several write the same bytes.
+    for threads in (1, 2):
+        cctx = zstandard.ZstdCompressor(level=3, threads=threads, write_checksum=True).compressobj(size=len(data))
+        assert cctx.compress(data) + cctx.flush() == out
+    if HAS_ZSTD:
+        cli_version = subprocess.run(["zstd", "-V"], capture_output=True, text=True, check=True).stdout
+        ref = subprocess.run(["zstd", "-q", "-3", "-c", str(f)], capture_output=True, check=True).stdout
+        assert zstandard.ZstdDecompressor().decompress(ref) == data
+        if "v" + ".".join(map(str, zstandard.ZSTD_VERSION)) in cli_version:  # the same libzstd: the same bytes
+            assert out == ref
+
+
+def _changing(real, path, mode):
+    """Wrap a chunk generator: after the first chunk, `path` is appended to or rewritten in place."""
+
+    def gen(*args):
+        chunks = real(*args)
+        it = iter(chunks[0] if isinstance(chunks, tuple) else chunks)
+        yield next(it)
+        if mode == "append":
+            with open(path, "ab") as fh:
+                fh.write(b"more")
+        else:
+            with open(path, "r+b") as fh:
+                fh.write(b"\x00" * 16)
+        yield from it
+
+    return gen
+
+
+@pytest.mark.parametrize("mode", ["append", "rewrite"])
+def test_checkpoint_changed_while_priced_is_refused(tmp_path, monkeypatch, mode):
+    f = tmp_path / "w.bin"
+    f.write_bytes(_weights_bytes(3 << 19, seed=8))  # 3 MiB: three chunks
+    os.utime(f, ns=(10**18, 10**18))  # an old mtime: a rewrite within the clock's tick still changes it
+    monkeypatch.setattr(codecs, "file_chunks", _changing(codecs.file_chunks, f, mode))
+    with pytest.raises(UserError, match="w.bin changed while it was being priced"):
+        measure_size([f], codecs=["gzip", "zstd:1"], progress=False)
+
+
+def test_checkpoint_member_changed_while_priced_is_refused(model_dir, monkeypatch):
+    weights = model_dir / "model.safetensors"
+    os.utime(weights, ns=(10**18, 10**18))
+    real = codecs.tar_chunks
+    monkeypatch.setattr(codecs, "tar_chunks", lambda files: (_changing(real, weights, "append")(files), "tar"))
+    with pytest.raises(UserError, match="model.safetensors changed while it was being priced"):
+        measure_size([model_dir], codecs=["gzip"], progress=False)

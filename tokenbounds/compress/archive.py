@@ -24,6 +24,28 @@ def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if k not in SCRUB_ENV}
 
 
+def identities(files: Sequence[Path]) -> list[tuple[int, int, int, int]]:
+    """(device, inode, size, mtime in ns) of each file: what a rewrite, an append or a replacement changes."""
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def changed_files(files: Sequence[Path], before: Sequence[tuple[int, int, int, int]]) -> list[Path]:
+    """The files whose identity differs from `before` (or that are gone)."""
+    changed = []
+    for f, old in zip(files, before, strict=True):
+        try:
+            now = identities([f])[0]
+        except OSError:
+            now = None
+        if now != old:
+            changed.append(f)
+    return changed
+
+
 def file_chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):

@@ -20,14 +20,25 @@ Codecs and levels (a spec is NAME or NAME:LEVEL, e.g. `brotli:11`):
   `gzip -LEVEL`.
 - xz: Python's lzma (liblzma), preset 6 (xz's default), CRC64 check, single-threaded: the same bytes as
   `xz -T1 -6 -c`.
-- zstd: the `zstandard` package, level 19 (the strongest level without --ultra memory), 2 worker threads.
+- xz-mt: the system `xz -T0 -6 -c` (XZ Utils >= 5.4), fed through a pipe: the input is cut into blocks of 3 x the
+  dictionary size (24 MiB at -6) compressed in parallel, so its bytes differ from xz's (a prior of its own) but not
+  with the number of cores: the same bytes as `xz -T0 -6 -c FILE` anywhere. Refused when there is no xz program.
+- zstd: the `zstandard` package, level 19 (the strongest level without --ultra memory), zstd's multi-threaded mode
+  on all cores, with a checksum and (one file) the content size in the frame header: the settings of
+  `zstd -19 -c FILE`, whose default -T1 is the same mode. That mode's bytes do not depend on the number of threads
+  (zstd -19 = zstd -T0 -19), so there is no separate zstd-mt codec. They equal the CLI's where the CLI's libzstd is
+  the version zstandard bundles (1.5.7 for zstandard 0.25); the recipe names it.
 - brotli: the `brotli` package, quality 9 with a 2^24-byte window. Quality 11 compresses at 0.6 MB/s on an 8 MB
   slice of the SmolLM2 GGUF on an idle core here (a 100 MB checkpoint: 3 minutes or more; a 10 GB one: 5 hours) for
   0.25 % fewer bytes on that slice; quality 9 runs at about 50 MB/s. Ask for `brotli:11` when it is worth it.
 
 All codecs run at once, each in its own thread (zlib, lzma, zstd and brotli release the GIL while compressing; gzip
-is a separate process), fed from one reader through bounded queues: the checkpoint is read once, streamed in
-1 MiB chunks, never held in memory. A progress bar counts the bytes read.
+and xz-mt are separate processes), fed from one reader through bounded queues: the checkpoint is read once,
+streamed in 1 MiB chunks, never held in memory. A progress bar counts the bytes read. Each codec alone runs at the
+speed of its own command-line tool at the same settings (scripts/bench_codecs.py measures both on the same file).
+
+Every priced file is stat()ed (device, inode, size, modification time) before the first read and after the last; a
+file that changed meanwhile (or read as a different length) is refused: the length would be of no fixed checkpoint.
 
 Choosing the shortest of K codec configurations after seeing the sizes costs extra_bits = log2 K (docs/compression.md,
 "The prior: what a message costs").
@@ -48,15 +59,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenbounds.architecture import dense_parameter_count, packed_format
-from tokenbounds.compress.archive import CHUNK, clean_env, file_chunks, tar_chunks
+from tokenbounds.compress.archive import CHUNK, changed_files, clean_env, file_chunks, identities, tar_chunks
 from tokenbounds.compress.files import resolve_files
 from tokenbounds.compress.param_count import count_parameters
 from tokenbounds.errors import UserError
 
 QUEUE_CHUNKS = 8  # chunks buffered per codec: memory stays below n_codecs x 8 MiB
 DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
-DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "zstd": 19, "brotli": 9}
-LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "zstd": (1, 22), "brotli": (0, 11)}
+DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "xz-mt": 6, "zstd": 19, "brotli": 9}
+LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "xz-mt": (0, 9), "zstd": (1, 22), "brotli": (0, 11)}
 
 
 @dataclass
@@ -110,8 +121,14 @@ def parse_codec(spec: str) -> tuple[str, int]:
     """'zstd' -> ('zstd', 19); 'brotli:11' -> ('brotli', 11). UserError for an unknown codec or level."""
     name, _, level = spec.strip().partition(":")
     name = name.lower()
+    if name == "zstd-mt":
+        raise UserError(
+            "codec zstd-mt: zstd already runs on all cores, and its bytes do not depend on the number of threads "
+            "(zstd -19 = zstd -T0 -19), so it would be the same prior; use zstd"
+        )
     if name not in DEFAULT_LEVELS:
-        raise UserError(f"unknown codec {spec!r}; use gzip, xz, zstd or brotli, optionally as NAME:LEVEL")
+        known = ", ".join(DEFAULT_LEVELS)
+        raise UserError(f"unknown codec {spec!r}; use one of {known}, optionally as NAME:LEVEL")
     if not level:
         return name, DEFAULT_LEVELS[name]
     lo, hi = LEVEL_RANGES[name]
@@ -137,22 +154,32 @@ class _Counter:
             self.keep.append(bytes(data))
 
 
-class _Compressor:
-    """One codec at one level: write() chunks, finish() -> compressed bytes. `method` says exactly what ran."""
+def _tool_version(tool: str) -> str:
+    """'xz 5.4.1' from `xz --version`'s first line: the recipe names the tool that wrote the bytes."""
+    try:
+        out = subprocess.run([tool, "--version"], capture_output=True, text=True, env=clean_env(), timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return tool
+    words = out.split()
+    return f"{tool} {words[3]}" if len(words) > 3 and tool == "xz" else tool
 
-    def __init__(self, name: str, level: int, fname: str | None, out: _Counter):
+
+class _Compressor:
+    """One codec at one level: write() chunks, finish() -> compressed bytes. `method` says exactly what ran.
+
+    `size`: the stream's length when known before compressing (one file), told to zstd as the pledged source size,
+    as `zstd FILE` does: it goes into the frame header and lets zstd fit its window to the input.
+    """
+
+    def __init__(self, name: str, level: int, fname: str | None, out: _Counter, size: int | None = None):
         self.name, self.level, self.out = name, level, out
         # gzip -c FILE stores FILE's base name, NUL-terminated, in the header; a pipe does not.
-        self.fname_bytes = len(os.fsencode(fname)) + 1 if fname is not None else 0
+        self.fname_bytes = len(os.fsencode(fname)) + 1 if fname is not None and name == "gzip" else 0
         self.proc = None
+        self.write = self._write_obj
+        on_file = " FILE" if fname is not None else ""
         if name == "gzip" and shutil.which("gzip"):
-            cmd = ["gzip", "-c"] + ([] if level == 6 else [f"-{level}"])
-            self.method = " ".join(cmd) + (" FILE" if fname is not None else "")
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
-            )
-            self.drain = threading.Thread(target=self._drain, daemon=True)
-            self.drain.start()
+            self._spawn(["gzip", "-c"] + ([] if level == 6 else [f"-{level}"]), on_file)
         elif name == "gzip":
             self.method = f"python zlib level {level}, gzip wrapper" + (" + file name field" if fname else "")
             self.obj = zlib.compressobj(level, zlib.DEFLATED, 31)
@@ -161,33 +188,54 @@ class _Compressor:
 
             self.method = f"python lzma preset {level}, CRC64, single thread (= xz -T1 -{level} -c)"
             self.obj = lzma.LZMACompressor(format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64, preset=level)
+        elif name == "xz-mt":
+            # Python's lzma has no threads; xz -T0 cuts the input into blocks of 3 x the dictionary size and
+            # compresses them in parallel: other bytes than xz -T1, the same whatever the number of threads.
+            if not shutil.which("xz"):
+                raise UserError(
+                    "codec xz-mt runs `xz -T0` and there is no xz program on PATH: install XZ Utils, or use xz "
+                    "(Python's lzma, single-threaded)"
+                )
+            self._spawn(["xz", "-T0", f"-{level}", "-c"], f"{on_file} ({_tool_version('xz')})")
         elif name == "zstd":
             import zstandard
 
-            self.method = f"zstandard {zstandard.__version__} level {level}, 2 threads"
-            self.obj = zstandard.ZstdCompressor(level=level, threads=2).compressobj()
+            # Any number of workers >= 1 writes the same bytes (zstd's multi-threaded mode, which the zstd CLI
+            # also uses by default, -T1); 0 workers would be the different single-threaded mode.
+            lib = ".".join(map(str, zstandard.ZSTD_VERSION))
+            self.method = f"zstandard {zstandard.__version__} (libzstd {lib}) level {level}, multi-threaded mode"
+            self.method += ", content size in the header" if size is not None else ""
+            # The zstd CLI's frame: a checksum, and the content size when the input's length is known.
+            self.method += ", checksum"
+            cctx = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+            self.obj = cctx.compressobj(size=size) if size is not None else cctx.compressobj()
         elif name == "brotli":
             import brotli
 
             self.method = f"brotli {getattr(brotli, '__version__', '')} quality {level}, lgwin 24".replace("  ", " ")
             self.obj = brotli.Compressor(quality=level, lgwin=24)
+            self.write = self._write_brotli
         else:  # parse_codec has already refused it
             raise AssertionError(name)
 
+    def _spawn(self, cmd: list[str], suffix: str) -> None:
+        self.method = " ".join(cmd) + suffix
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env()
+        )
+        self.write = self.proc.stdin.write
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
+
     def _drain(self) -> None:
-        while True:
-            data = self.proc.stdout.read(CHUNK)
-            if not data:
-                return
+        while data := self.proc.stdout.read1(CHUNK):
             self.out.write(data)
 
-    def write(self, chunk: bytes) -> None:
-        if self.proc is not None:
-            self.proc.stdin.write(chunk)
-        elif self.name == "brotli":
-            self.out.write(self.obj.process(chunk))
-        else:
-            self.out.write(self.obj.compress(chunk))
+    def _write_obj(self, chunk: bytes) -> None:
+        self.out.write(self.obj.compress(chunk))
+
+    def _write_brotli(self, chunk: bytes) -> None:
+        self.out.write(self.obj.process(chunk))
 
     def finish(self) -> int:
         if self.proc is not None:
@@ -195,12 +243,12 @@ class _Compressor:
             self.drain.join()
             err = self.proc.stderr.read().decode(errors="replace").strip()
             if self.proc.wait() != 0:
-                raise RuntimeError(f"gzip failed: {err}")
+                raise RuntimeError(f"{self.method.split()[0]} failed: {err}")
         elif self.name == "brotli":
             self.out.write(self.obj.finish())
         else:
             self.out.write(self.obj.flush())
-        return self.out.n + (self.fname_bytes if self.name == "gzip" else 0)
+        return self.out.n + self.fname_bytes
 
     def abort(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -252,25 +300,32 @@ def measure_size(
         parsed.setdefault(codec_label(name, level), (name, level))
     if not parsed:
         raise UserError("no codec given")
-    n_params = n_stored = count_parameters(files)
     config = next((f for f in files if f.name == "config.json"), None)
     packed = packed_format(config.parent) if config is not None else None
-    if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
-        n_params = dense_parameter_count(config.parent)
+    # Reading a GGUF's header (its tokenizer's metadata included) takes seconds, as long as gzip over the whole file:
+    # count in a thread while the codecs run; a bad header stops the reader at the next chunk.
+    counted: dict = {}
+    counter = threading.Thread(target=_count_into, args=(files, counted), daemon=True)
+    counter.start()
 
+    # Stat before the first read and after the last: a checkpoint rewritten meanwhile would be priced as bytes
+    # that no one has.
+    before = identities(files)
+    total = sum(ident[2] for ident in before)
     if len(files) == 1:
-        stream, fname, total = "file", files[0].name, files[0].stat().st_size
+        stream, fname = "file", files[0].name
         chunks: Iterator[bytes] = file_chunks(files[0])
         stream_method = "file bytes"
     else:
-        stream, fname, total = "tar", None, sum(f.stat().st_size for f in files)
+        stream, fname = "tar", None
         chunks, stream_method = tar_chunks(files)
 
     workers = {}
     try:
         for label, (name, level) in parsed.items():
             keep = _keep.setdefault(label, []) if _keep is not None else None
-            workers[label] = _Worker(_Compressor(name, level, fname, _Counter(keep)))
+            comp = _Compressor(name, level, fname, _Counter(keep), size=total if stream == "file" else None)
+            workers[label] = _Worker(comp)
     except BaseException:
         for w in workers.values():
             w.comp.abort()
@@ -292,16 +347,28 @@ def measure_size(
     ) as bar:
         try:
             for chunk in chunks:
+                if "error" in counted:
+                    raise counted["error"]
                 for w in workers.values():
                     _put(w, chunk)
                 streamed += len(chunk)
                 bar.update(len(chunk))
+        except UserError:  # GNU tar's "file changed as we read it": say which file, as below
+            _refuse_if_changed(files, before, None, total)
+            raise
         finally:
             for w in workers.values():
                 if w.is_alive():
                     _put(w, None, give_up_on_error=False)
             for w in workers.values():
                 w.join()
+    counter.join()
+    if "error" in counted:
+        raise counted["error"]
+    n_params = n_stored = counted["n"]
+    if packed is not None:  # bits per parameter should mean per weight described, not per packed integer
+        n_params = dense_parameter_count(config.parent)
+    _refuse_if_changed(files, before, streamed if stream == "file" else None, total)
     for label, w in workers.items():
         if w.error is not None:
             raise RuntimeError(f"codec {label} failed: {w.error}") from w.error
@@ -321,6 +388,25 @@ def measure_size(
         n_stored_values=n_stored if packed is not None else None,
         packed_format=packed,
     )
+
+
+def _count_into(files: list[Path], counted: dict) -> None:
+    try:
+        counted["n"] = count_parameters(files)
+    except BaseException as err:  # re-raised by measure_size's thread
+        counted["error"] = err
+
+
+def _refuse_if_changed(files: list[Path], before: list, streamed: int | None, total: int) -> None:
+    changed = changed_files(files, before)
+    if not changed and streamed is not None and streamed != total:  # grew or shrank between stat() and read()
+        changed = [files[0]]
+    if changed:
+        raise UserError(
+            f"{', '.join(map(str, changed))} changed while it was being priced (size, modification time or inode "
+            "differ from before reading): its message length would be that of no fixed checkpoint; price it when "
+            "nothing writes to it"
+        )
 
 
 def _put(worker: _Worker, item, give_up_on_error: bool = True) -> None:
