@@ -65,11 +65,3 @@ def test_help_shows_real_defaults_and_every_choice(argv):
         assert not takes_value or "(default: " in shown, f"{action.option_strings} does not say its default"
         for choice in action.choices or ():
             assert str(choice) in shown, f"{action.option_strings} does not list {choice}"
-
-
-def test_the_light_copy_of_the_default_codecs_is_the_codecs():
-    """size --help shows the default codecs without importing torch, from a copy that must not drift."""
-    from tokenbounds.cli.size import SizeConfig
-    from tokenbounds.compress.codecs import DEFAULT_CODECS
-
-    assert SizeConfig.__dataclass_fields__["codecs"].default == DEFAULT_CODECS

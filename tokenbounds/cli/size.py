@@ -7,13 +7,10 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenbounds.compress.codec_table import DEFAULT_CODECS
 from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.report.io import check_writable, write_json
-
-# tokenbounds.compress.codecs.DEFAULT_CODECS, which imports torch through the model backends (tests/test_cli_help.py
-# checks that the two are equal).
-DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,8 +23,8 @@ class SizeConfig:
     )
     codecs: tuple[str, ...] = flag(
         DEFAULT_CODECS,
-        help="comma-separated codecs to try, each NAME or NAME:LEVEL (levels by default: gzip 6, xz 6, zstd 19, "
-        "brotli 9); every codec tried adds to the log2(number of codecs) extra bits",
+        help="comma-separated codecs to try, each NAME or NAME:LEVEL (levels by default: gzip 6, xz 6, xz-mt 6 "
+        "(xz -T0), zstd 19, brotli 9); every codec tried adds to the log2(number of codecs) extra bits",
         metavar="CODECS",
     )
     json: str | None = flag(

@@ -60,14 +60,12 @@ from pathlib import Path
 
 from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.compress.archive import CHUNK, changed_files, clean_env, file_chunks, identities, tar_chunks
+from tokenbounds.compress.codec_table import DEFAULT_CODECS, DEFAULT_LEVELS, LEVEL_RANGES
 from tokenbounds.compress.files import resolve_files
 from tokenbounds.compress.param_count import count_parameters
 from tokenbounds.errors import UserError
 
 QUEUE_CHUNKS = 8  # chunks buffered per codec: memory stays below n_codecs x 8 MiB
-DEFAULT_CODECS = ("gzip", "xz", "zstd", "brotli")
-DEFAULT_LEVELS = {"gzip": 6, "xz": 6, "xz-mt": 6, "zstd": 19, "brotli": 9}
-LEVEL_RANGES = {"gzip": (1, 9), "xz": (0, 9), "xz-mt": (0, 9), "zstd": (1, 22), "brotli": (0, 11)}
 
 
 @dataclass
