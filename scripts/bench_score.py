@@ -1,27 +1,29 @@
-"""Scoring throughput and peak memory: tokenbounds' scorer against a plain transformers loop, same tokens.
+"""Scoring throughput, side by side on the same tokens in one process: where the time goes.
 
-Each measurement runs in its own process, so peak resident memory (ru_maxrss) belongs to it alone.
-Workloads at context L over the first `--windows` aligned windows of the corpus:
-  * full windows: every position of each L-token window scored (what exhaustive / block scoring does);
-  * token mode:   one target per L-token context (the paper's sampler), where the scorer computes the head
-                  only at the target position and the plain loop computes it everywhere.
+Over the first `--windows` aligned L-token windows of the corpus (every position scored), interleaved `--repeats`
+times (the minimum is reported, so a busy shared machine inflates nothing but the spread):
 
-    python scripts/bench_score.py --model SmolLM2-135M-Instruct.Q4_1.gguf --data shards/ --context 1024
+  * plain:        a transformers loop, one window at a time: full logits, log_softmax, gather;
+  * lotfi:        tokenbounds' scorer, log-probability and rank only (what `--method lotfi` needs);
+  * eb:           the same with every eb statistic (8 smoothed-entropy centrings, top-k masses: `--method eb`);
+  * stats:        the statistics alone on precomputed logits of one window (lotfi's and eb's), no model;
+  * matmul:       torch.matmul at the model's own shapes (attention and MLP projections of every layer, and the
+                  hidden x vocab head) for L tokens: the float32 ceiling in tokens/s, and each scorer's fraction;
+  * token mode:   one target per context of <= L tokens at random positions (the paper's sampler): targets/s,
+                  the fraction of padded tokens in the scorer's length-sorted batches, and the same units scored
+                  one at a time (no padding at all) to measure what the padding still costs.
+
+    python scripts/bench_score.py --model SmolLM2-135M-Instruct.Q4_1.gguf --data shards/ --windows 6 --context 1024
 """
 
 import argparse
 import json
-import multiprocessing as mp
-import resource
 import time
 
 import numpy as np
 
 
-def _windows(data: str, context: int, n: int) -> np.ndarray:
-    from tokenbounds.data.shards import open_corpus
-
-    corpus = open_corpus(data)
+def _windows(corpus, context: int, n: int) -> np.ndarray:
     shard = np.asarray(corpus.shards[0])
     count = min(n, (len(shard) - 1) // context)
     if count < 1:
@@ -29,47 +31,26 @@ def _windows(data: str, context: int, n: int) -> np.ndarray:
     return np.stack([shard[i * context : i * context + context + 1].astype(np.int64) for i in range(count)])
 
 
-def _measure(kind: str, workload: str, args, queue) -> None:
-    import torch
+def _matmul_shapes(config) -> list[tuple[int, int, int]]:
+    """(in, out, count) of every weight matmul per token: the layers' projections and the head."""
+    hidden, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", heads) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    per_layer = [
+        (hidden, heads * head_dim),  # q
+        (hidden, kv * head_dim),  # k
+        (hidden, kv * head_dim),  # v
+        (heads * head_dim, hidden),  # o
+        (hidden, inter),  # gate
+        (hidden, inter),  # up
+        (inter, hidden),  # down
+    ]
+    return [(i, o, layers) for i, o in per_layer] + [(hidden, config.vocab_size, 1)]
 
-    from tokenbounds.data.units import Unit
-    from tokenbounds.models.hf import load_model
-    from tokenbounds.models.scorer import score_units
 
-    torch.set_num_threads(args.threads)
-    model = load_model(args.model, args.compute_dtype)
-    windows = _windows(args.data, args.context, args.windows)
-    first = 1 if workload == "full" else args.context
-    scored = windows.shape[0] * (args.context + 1 - first)
-    start = time.perf_counter()
-    if kind == "tokenbounds":
-        units = [Unit(w, first, np.arange(first, len(w))) for w in windows]
-        logp = score_units(model, units, progress=False).logp
-    else:  # the plain loop: one window at a time, full logits, log_softmax, gather
-        out = []
-        with torch.no_grad():
-            for w in windows:
-                ids = torch.from_numpy(w[None, :-1])
-                logits = model.model(input_ids=ids).logits[0, first - 1 :].float()
-                target = torch.from_numpy(w[first:])
-                out.append(torch.log_softmax(logits, -1).gather(1, target[:, None])[:, 0])
-        logp = torch.cat(out).numpy()
-    seconds = time.perf_counter() - start
-    queue.put(
-        {
-            "scorer": kind,
-            "workload": workload,
-            "compute_dtype": args.compute_dtype,
-            "windows": int(windows.shape[0]),
-            "input_tokens": int(windows.shape[0] * args.context),
-            "scored_targets": int(scored),
-            "seconds": seconds,
-            "input_tokens_per_second": windows.shape[0] * args.context / seconds,
-            "scored_targets_per_second": scored / seconds,
-            "mean_bits_per_token": float(-np.mean(logp) / np.log(2)),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        }
-    )
+def _best(times: dict, name: str, seconds: float) -> None:
+    times[name] = min(times.get(name, float("inf")), seconds)
 
 
 def main() -> None:
@@ -77,32 +58,146 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="model directory or .gguf file")
     parser.add_argument("--data", required=True, help="shard directory from `tokenbounds prepare`")
     parser.add_argument("--context", type=int, default=1024)
-    parser.add_argument("--windows", type=int, default=8, help="number of L-token windows per measurement")
+    parser.add_argument("--windows", type=int, default=6, help="L-token windows scored at every position")
+    parser.add_argument("--token-targets", type=int, default=8, help="token mode: targets (one per context)")
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved repeats; the minimum is reported")
     parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workloads", default="full,token")
     parser.add_argument("--json", help="write the measurements here")
     args = parser.parse_args()
 
-    results = []
-    ctx = mp.get_context("spawn")
-    for workload in args.workloads.split(","):
-        for kind in ("plain-transformers", "tokenbounds"):
-            queue = ctx.Queue()
-            process = ctx.Process(target=_measure, args=(kind, workload, args, queue))
-            process.start()
-            results.append(queue.get())
-            process.join()
-            r = results[-1]
-            print(
-                f"{r['workload']:>5} {r['scorer']:>18} {r['compute_dtype']:>8}: "
-                f"{r['input_tokens_per_second']:8.1f} input tokens/s, {r['scored_targets_per_second']:8.2f} targets/s, "
-                f"{r['mean_bits_per_token']:.4f} bits/token, peak RSS {r['peak_rss_mib']:.0f} MiB",
-                flush=True,
-            )
+    import torch
+
+    from tokenbounds.data.shards import open_corpus
+    from tokenbounds.data.units import Unit, token_unit
+    from tokenbounds.models.hf import load_model
+    from tokenbounds.models.scorer import _batches, _target_stats, score_units
+    from tokenbounds.request import DEFAULT_ALPHAS, DEFAULT_KS
+    from tokenbounds.stats.centring import CENTRING
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, args.compute_dtype)
+    corpus = open_corpus(args.data)
+    windows = _windows(corpus, args.context, args.windows)
+    n_win, L = windows.shape[0], args.context
+    tokens = n_win * L
+    units = [Unit(w, 1, np.arange(1, len(w))) for w in windows]
+    alphas, ks = list(DEFAULT_ALPHAS), list(DEFAULT_KS)
+
+    def plain():
+        out = []
+        with torch.no_grad():
+            for w in windows:
+                logits = model.model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float()
+                out.append(torch.log_softmax(logits, -1).gather(1, torch.from_numpy(w[1:])[:, None])[:, 0])
+        return torch.cat(out).numpy()
+
+    def lotfi():
+        return score_units(model, units, progress=False).logp
+
+    def eb():
+        return score_units(model, units, alphas=alphas, ks=ks, progress=False).logp
+
+    # Precomputed logits of one window for the statistics alone.
+    with torch.inference_mode():
+        ids = torch.from_numpy(windows[0][None, :-1])
+        one = model.logits(ids, torch.arange(L))[0].float().contiguous()
+    one_targets = torch.from_numpy(windows[0][1:])
+
+    # Token mode: random positions, each its own context of <= L tokens under the document rule.
+    rng = np.random.default_rng(0)
+    token_units = [token_unit(corpus, int(p), L) for p in rng.integers(1, corpus.n_tokens, args.token_targets)]
+    max_rows = max(1, (256 << 20) // (4 * model.vocab_size))
+    real = padded = 0
+    for batch in _batches(token_units, 8192, max_rows):
+        lengths = [len(token_units[i].tokens) - 1 for i in batch]
+        real, padded = real + sum(lengths), padded + len(lengths) * max(lengths)
+
+    def token_sorted():
+        return score_units(model, token_units, alphas=alphas, ks=ks, progress=False).logp
+
+    def token_alone():  # one unit per forward pass: no padding at all
+        return np.concatenate([score_units(model, [u], alphas=alphas, ks=ks, progress=False).logp for u in token_units])
+
+    shapes = _matmul_shapes(model.model.config)
+    weights = {(i, o): torch.randn(i, o) * 0.02 for i, o, _ in shapes}
+    acts = {i: torch.randn(L, i) for i, _, _ in shapes}
+
+    def matmul():
+        for i, o, count in shapes:
+            for _ in range(count):
+                torch.matmul(acts[i], weights[(i, o)])
+
+    times: dict[str, float] = {}
+    bits: dict[str, float] = {}
+    logps: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for _ in range(args.repeats):
+            for name, fn in [("plain", plain), ("lotfi", lotfi), ("eb", eb)]:
+                start = time.perf_counter()
+                logps[name] = fn()
+                _best(times, name, time.perf_counter() - start)
+                bits[name] = float(-np.mean(logps[name].astype(np.float64)) / np.log(2))
+            for name, stats in [("stats lotfi", ([], [])), ("stats eb", (alphas, ks))]:
+                start = time.perf_counter()
+                _target_stats(one, one_targets, *stats)
+                _best(times, name, time.perf_counter() - start)
+            start = time.perf_counter()
+            matmul()
+            _best(times, "matmul", time.perf_counter() - start)
+            for name, fn in [("token sorted", token_sorted), ("token alone", token_alone)]:
+                start = time.perf_counter()
+                logps[name] = fn()
+                _best(times, name, time.perf_counter() - start)
+
+    flops = 2 * sum(i * o * c for i, o, c in shapes)  # per token
+    ceiling = L / times["matmul"]
+    rows = []
+    for name in ("plain", "lotfi", "eb"):
+        rate = tokens / times[name]
+        rows.append(
+            {"what": name, "tokens_per_s": rate, "ceiling_fraction": rate / ceiling, "bits_per_token": bits[name]}
+        )
+    for name in ("stats lotfi", "stats eb"):
+        rows.append({"what": name + " (precomputed logits)", "tokens_per_s": L / times[name]})
+    rows.append({"what": "torch.matmul ceiling", "tokens_per_s": ceiling, "gflops": flops * ceiling / 1e9})
+    n_targets = len(token_units)
+    token_input = sum(len(u.tokens) - 1 for u in token_units)
+    for name in ("token sorted", "token alone"):
+        rows.append(
+            {
+                "what": name,
+                "targets_per_s": n_targets / times[name],
+                "input_tokens_per_s": token_input / times[name],
+            }
+        )
+
+    print(f"{n_win} windows x {L} tokens, {args.compute_dtype}, {args.threads} threads, min of {args.repeats}")
+    for r in rows:
+        line = f"{r['what']:>34}: "
+        if "tokens_per_s" in r:
+            line += f"{r['tokens_per_s']:9.1f} tokens/s"
+        if "ceiling_fraction" in r:
+            line += f"  {r['ceiling_fraction']:6.1%} of the matmul ceiling  {r['bits_per_token']:.6f} bits/token"
+        if "gflops" in r:
+            line += f"  ({r['gflops']:.1f} GFLOP/s, {flops / 1e6:.0f} MFLOP/token)"
+        if "targets_per_s" in r:
+            line += f"{r['targets_per_s']:9.3f} targets/s  {r['input_tokens_per_s']:8.1f} input tokens/s"
+        print(line)
+    print(f"eb / lotfi: {times['lotfi'] / times['eb']:.3f}x   eb / plain: {times['plain'] / times['eb']:.3f}x")
+    print(f"statistics share of eb's time: {times['stats eb'] * n_win / times['eb']:.1%} (lotfi's: ", end="")
+    print(f"{times['stats lotfi'] * n_win / times['lotfi']:.1%})")
+    print(f"bits/token |eb - plain| = {abs(bits['eb'] - bits['plain']):.2e}, |lotfi - plain| = ", end="")
+    print(f"{abs(bits['lotfi'] - bits['plain']):.2e}")
+    print(
+        f"token mode: {n_targets} targets, {token_input} input tokens, padded fraction of the sorted batches "
+        f"{1 - real / padded:.1%}; sorted batches / one at a time: {times['token alone'] / times['token sorted']:.3f}x"
+        f"; max |logp sorted - alone| {np.abs(logps['token sorted'] - logps['token alone']).max():.1e}"
+    )
+    print(f"centring: {CENTRING}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "results": results}, handle, indent=2)
+            json.dump({"args": vars(args), "results": rows, "seconds": times}, handle, indent=2)
 
 
 if __name__ == "__main__":

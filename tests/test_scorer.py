@@ -8,6 +8,7 @@ from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.units import exhaustive_units, token_unit
 from tokenbounds.models.hf import load_model
 from tokenbounds.models.scorer import score_units
+from tokenbounds.stats.centring import BIN_SHIFT, EXACT_TOP, binned_smoothed_entropy_bits, smoothed_entropy_bits
 
 
 def plain_scores(hf_model, unit):
@@ -46,9 +47,13 @@ def test_batched_scores_equal_plain_forward(model, tiny_corpus):
         assert np.array_equal(scores.positions[got], unit.positions)
         np.testing.assert_allclose(scores.logp[got], logp, atol=2e-5)
         assert np.array_equal(scores.rank[got], rank)
+        tail = 1 - np.sort(probs, axis=-1)[:, ::-1][:, :EXACT_TOP].sum(-1)
         for j, alpha in enumerate(alphas):
-            q = (1 - alpha) * probs + alpha / probs.shape[-1]
-            np.testing.assert_allclose(scores.entropy_bits[got, j], -(q * np.log2(q)).sum(-1), atol=1e-4)
+            # The shipped centring equals its numpy reference, and lies within its stated error of the exact one.
+            shipped = binned_smoothed_entropy_bits(probs, alpha)
+            np.testing.assert_allclose(scores.entropy_bits[got, j], shipped, atol=2e-5)
+            slack = (1 - alpha) * tail * 2.0 ** -(24 - BIN_SHIFT) / np.log(2) + 2e-5
+            assert np.all(np.abs(scores.entropy_bits[got, j] - smoothed_entropy_bits(probs, alpha)) <= slack)
         for j, k in enumerate(ks):
             outside = 1 - np.sort(probs, axis=-1)[:, ::-1][:, :k].sum(-1)
             np.testing.assert_allclose(scores.outside_topk[got, j], outside, atol=1e-5)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.stats.centring import smoothed_entropy_bits
+from tokenbounds.stats.centring import binned_smoothed_entropy_bits
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.topk import pessimistic_rank, topk_error
 
@@ -109,7 +109,7 @@ def loss_tables(chain: MarkovChain, model_probs: np.ndarray, alpha: float) -> To
     return TokenTables(
         loss=loss,
         expected_loss=np.sum(chain.transition * loss, axis=1),
-        centring=smoothed_entropy_bits(model_probs, alpha),
+        centring=binned_smoothed_entropy_bits(model_probs, alpha),  # the centring the scorer ships
         a=a,
         delta_range=delta_range,
     )

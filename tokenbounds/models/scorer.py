@@ -21,6 +21,7 @@ host: log p = z_y - logsumexp(z) is finite only when the row holds no NaN or +in
 rows with a non-finite log p are looked at. A -inf logit alone is a legal p = 0 (smoothing gives it alpha / V).
 """
 
+import functools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from tokenbounds.data.units import Unit
 from tokenbounds.errors import UserError
 from tokenbounds.models.base import LogitModel
+from tokenbounds.stats import centring
 
 
 @dataclass
@@ -48,38 +50,111 @@ class Scores:
 
 
 ROW_CHUNK = 16  # logit rows processed together: a (16, V) float32 block stays in cache across the passes below
+TOPK_BLOCK = 32  # the top-k search first picks blocks of this many logits by their maxima (see _top_logits)
+
+
+def _top_logits(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest logits of each row of z (values sorted descending, and their indices), like torch.topk.
+
+    torch.topk over all V logits costs more than the rest of the statistics together. The k largest values lie in
+    the k blocks with the largest maxima: a value above the k-th largest t sits in a block whose maximum exceeds t,
+    and at most k - 1 values exceed t; and if k blocks have a maximum >= t, they hold k values >= t. So one max
+    per block, a topk over the V / TOPK_BLOCK maxima, and a topk over k * TOPK_BLOCK candidates give the same
+    values (tied values may come with other tied indices).
+    """
+    rows, vocab = z.shape
+    n_blocks = vocab // TOPK_BLOCK
+    if n_blocks < 4 * k:  # little to gain
+        return torch.topk(z, k, dim=-1, sorted=True)
+    blocks = z.unfold(1, TOPK_BLOCK, TOPK_BLOCK)  # (rows, n_blocks, TOPK_BLOCK), a view; the remainder is apart
+    chosen = torch.topk(blocks.amax(dim=-1), k, dim=-1, sorted=False).indices
+    candidates = (chosen[:, :, None] * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=z.device)).reshape(rows, -1)
+    if vocab > n_blocks * TOPK_BLOCK:
+        rest = torch.arange(n_blocks * TOPK_BLOCK, vocab, device=z.device).expand(rows, -1)
+        candidates = torch.cat([candidates, rest], dim=1)
+    values, where = torch.topk(z.gather(1, candidates), k, dim=-1, sorted=False)
+    values, order = values.sort(dim=-1, descending=True)  # sorting k values is cheaper than a sorted topk
+    return values, candidates.gather(1, where.gather(1, order))
+
+
+@functools.lru_cache(maxsize=8)
+def _centring_tables(alphas: tuple[float, ...], vocab: int) -> tuple[torch.Tensor, ...]:
+    """Per-bin weights k(r * midpoint) (N_BINS, n_alphas), the rates r and the range [a, a + Delta] in nats."""
+    rates = [(1.0 - a) * vocab / a for a in alphas]
+    low = [-math.log1p(-a + a / vocab) for a in alphas]
+    high = [math.log(vocab / a) for a in alphas]
+    return tuple(
+        torch.tensor(np.asarray(t), dtype=torch.float64)
+        for t in (centring.bin_weights(alphas, vocab), rates, low, high)
+    )
 
 
 def _target_stats(
     logits: torch.Tensor, targets: torch.Tensor, alphas: list[float], ks: list[int]
 ) -> tuple[torch.Tensor, ...]:
-    """Statistics of (N, V) float32 logits for N targets, computed a few rows at a time (memory-bound otherwise)."""
+    """Statistics of (N, V) float32 logits for N targets, computed a few rows at a time (memory-bound otherwise).
+
+    The entropies are the shipped centring, `tokenbounds.stats.centring.binned_smoothed_entropy_bits` (its numpy
+    reference; the note there bounds its distance to the exact smoothed entropy): one V-wide histogram of p per
+    row serves every alpha. They depend on the logits only, never on the target.
+    """
     n, vocab = logits.shape
-    logp = torch.empty(n, dtype=torch.float32, device=logits.device)
-    rank = torch.empty(n, dtype=torch.int64, device=logits.device)
-    entropies = torch.empty(n, len(alphas), device=logits.device) if alphas else None
-    outside = torch.empty(n, len(ks), device=logits.device) if ks else None
-    top_k = min(max(ks), vocab) if ks else 0  # k >= V: the top k is everything, nothing is outside
+    device = logits.device
+    logp = torch.empty(n, dtype=torch.float32, device=device)
+    rank = torch.empty(n, dtype=torch.int64, device=device)
+    entropies = torch.empty(n, len(alphas), device=device) if alphas else None
+    outside = torch.empty(n, len(ks), device=device) if ks else None
+    top_k = min(max([*ks, centring.EXACT_TOP if alphas else 0]), vocab)  # k >= V: nothing is outside the top k
+    width = min(ROW_CHUNK, n)
+    # Reused across chunks: fresh multi-MB buffers would cost a page fault per 4 KiB every chunk.
+    probs = torch.empty(width, vocab, device=device)
+    if alphas:
+        weights, rates, low, high = (t.to(device) for t in _centring_tables(tuple(alphas), vocab))
+        bins = torch.empty(width, vocab, dtype=torch.int64, device=device)
+        wide = torch.empty(width, vocab, dtype=torch.float64, device=device)
+        hist = torch.empty(width, centring.N_BINS, dtype=torch.float64, device=device)
     for start in range(0, n, ROW_CHUNK):
         rows = slice(start, start + ROW_CHUNK)
         z = logits[rows]
-        lse = torch.logsumexp(z, dim=-1)
-        target_logit = z.gather(1, targets[rows, None])[:, 0]
-        logp[rows] = target_logit - lse
+        m = z.shape[0]
+        peak = z.amax(dim=-1, keepdim=True)
+        e = torch.sub(z, peak, out=probs[:m]).exp_()  # exp(z - max): logsumexp's own pass, kept for p
+        total = e.sum(dim=-1, keepdim=True)
+        target_logit = z.gather(1, targets[rows, None])
+        logp[rows] = ((target_logit - peak) - total.log())[:, 0]
         # Ties count against the model (stats/topk.py): the target itself is the one v with z_v >= z_y not counted.
-        rank[rows] = (z >= target_logit[:, None]).sum(dim=-1) - 1
-        if not (alphas or ks):
+        rank[rows] = (z >= target_logit).sum(dim=-1) - 1
+        if not top_k:
             continue
-        probs = (z - lse[:, None]).exp()
-        if alphas:
-            q = torch.empty_like(probs)
-            for j, alpha in enumerate(alphas):
-                # q = (1 - alpha) p + alpha / V > 0; H = -sum q log2 q, with xlogy fusing q * log q
-                torch.add(probs, alpha / vocab / (1.0 - alpha), out=q).mul_(1.0 - alpha)
-                entropies[rows, j] = -torch.special.xlogy(q, q).sum(dim=-1) / math.log(2.0)
+        sound = torch.isfinite(peak[:, 0])
+        if not bool(sound.all()):  # NaN / +inf / all -inf: refused by the caller; keep the passes below in range
+            z = torch.where(sound[:, None], z, 0.0)
+            e = torch.sub(z, z.amax(dim=-1, keepdim=True), out=probs[:m]).exp_()
+            total = e.sum(dim=-1, keepdim=True)
+            peak = z.amax(dim=-1, keepdim=True)
+        top_values, top_index = _top_logits(z, top_k)
+        top_p = (top_values - peak).double().exp() / total.double()  # (m, top_k) exact probabilities
         if ks:
-            top = torch.topk(probs, top_k, dim=-1, sorted=True).values.cumsum(dim=-1)
-            outside[rows] = torch.stack([(1.0 - top[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1)
+            mass = top_p.cumsum(dim=-1)
+            out = torch.stack([(1.0 - mass[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1).float()
+            outside[rows] = torch.where(sound[:, None], out, math.nan)
+        if alphas:
+            p = e.mul_(1.0 / total)  # float32 p, binned by its bit pattern (centring.py)
+            exact_top = min(centring.EXACT_TOP, vocab)
+            head = top_p[:, :exact_top, None]
+            x = head * rates
+            safe = torch.where(x < 1e-8, 1.0, x)
+            k_head = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
+            exact = (head * k_head).sum(dim=1)  # (m, n_alphas)
+            p.scatter_(1, top_index[:, :exact_top], 0.0)  # the top tokens are counted exactly, not binned
+            index = bins[:m].copy_(p.view(torch.int32)).bitwise_right_shift_(centring.BIN_SHIFT)
+            # Summed in float64: a float32 running sum over thousands of tokens in one bin drifts by ~1e-4.
+            h = hist[:m].zero_().scatter_add_(1, index, wide[:m].copy_(p))
+            binned = h @ weights
+            h_nats = torch.log(vocab / torch.tensor(alphas, dtype=torch.float64, device=device))
+            h_nats = h_nats - (1.0 - torch.tensor(alphas, dtype=torch.float64, device=device)) * (exact + binned)
+            h_bits = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
+            entropies[rows] = torch.where(sound[:, None], h_bits, math.nan)
     return logp, rank, entropies, outside
 
 

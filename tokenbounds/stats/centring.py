@@ -22,3 +22,83 @@ def smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
     vocab = p.shape[-1]
     q = (1.0 - alpha) * p + alpha / vocab  # > 0 everywhere, so q log q needs no special case
     return -np.sum(q * np.log(q), axis=-1) / LN2
+
+
+# ---------------------------------------------------------------- the shipped centring: binned smoothed entropy
+#
+# The exact H(q) costs one log per vocabulary entry per alpha (8 alphas: as much as the model's forward pass).
+# The bound only needs a predictable c in [a, a + Delta], so the scorer ships an approximation computed from one
+# histogram of p, shared by every alpha. With beta = alpha / V, r = (1 - alpha) / beta and
+# k(x) = (1 + 1/x) log(1 + x) (k -> 1 as x -> 0), the identity  -sum_v q_v ln q_v = -ln beta - (1 - alpha)
+# sum_v p_v k(r p_v)  holds exactly; the approximation evaluates k exactly for the EXACT_TOP most probable tokens
+# and, for every other token, at the midpoint of its histogram bin: bins are the float32 bit pattern of p shifted
+# right by BIN_SHIFT (2^(23 - BIN_SHIFT) bins per octave, linear inside an octave), so a bin spans a factor of at
+# most 1 + 2^-(23 - BIN_SHIFT). k varies by at most |ln(p_v / midpoint)| across a bin (|d k / d ln x| < 1), so the
+# approximation is within (1 - alpha) * (tail mass) * 2^-(24 - BIN_SHIFT) nats of H(q). The result is clipped to
+# [a, a + Delta] (it can only leave that range through this error or rounding).
+
+EXACT_TOP = 100  # tokens whose terms are exact (the top-k statistics select them anyway)
+BIN_SHIFT = 17  # 64 bins per octave: within 0.008 nats * (mass outside the top 100) of the exact entropy
+N_BINS = (np.float32(1.0).view(np.uint32) >> BIN_SHIFT) + 1  # p <= 1: bins 0 .. bits(1.0) >> BIN_SHIFT
+
+CENTRING = (
+    f"entropy (bits) of the smoothed prediction, exact over the {EXACT_TOP} most probable tokens and, for the "
+    f"others, from a histogram of float32 p with {2 ** (23 - BIN_SHIFT)} bins per octave (each token at its bin's "
+    f"midpoint; within {2.0 ** -(24 - BIN_SHIFT) / LN2:.4f} bits x the mass outside the top {EXACT_TOP}), "
+    "clipped to [a, a + Delta]"
+)
+
+
+def _k(x: np.ndarray) -> np.ndarray:
+    """(1 + 1/x) ln(1 + x) in float64, continuous at x = 0 (value 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    small = x < 1e-8
+    safe = np.where(small, 1.0, x)
+    return np.where(small, 1.0 + x / 2.0, np.log1p(safe) * (1.0 + 1.0 / safe))
+
+
+def bin_midpoints() -> np.ndarray:
+    """(N_BINS,) float64: the midpoint of each bin of float32 probabilities (bins by bit pattern >> BIN_SHIFT)."""
+    edges = (np.arange(N_BINS + 1, dtype=np.uint64) << BIN_SHIFT).astype(np.uint32).view(np.float32)
+    return (edges[:-1].astype(np.float64) + edges[1:].astype(np.float64)) / 2.0
+
+
+def bin_weights(alphas, vocab_size: int) -> np.ndarray:
+    """(N_BINS, n_alphas) float64: k(r_alpha * midpoint), the per-unit-mass term of a token in each bin."""
+    mids = bin_midpoints()
+    out = np.empty((N_BINS, len(alphas)))
+    for j, alpha in enumerate(alphas):
+        alpha = check_alpha(alpha)
+        out[:, j] = _k((1.0 - alpha) * vocab_size / alpha * mids)
+    return out
+
+
+def _clip_bits(h_nats: np.ndarray, alpha: float, vocab: int) -> np.ndarray:
+    a = -np.log2(1.0 - alpha + alpha / vocab)
+    return np.clip(h_nats / LN2, a, np.log2(vocab / alpha))
+
+
+def binned_smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
+    """The shipped centring (numpy reference of the scorer's torch code): see CENTRING and the note above.
+
+    `probs` are distributions along the last axis; they are rounded to float32 for the binning, as the scorer's
+    are. Depends on p only (never on the target), and lies in [a, a + Delta].
+    """
+    alpha = check_alpha(alpha)
+    p = np.asarray(probs, dtype=np.float64)
+    vocab = p.shape[-1]
+    flat = p.reshape(-1, vocab)
+    rate = (1.0 - alpha) * vocab / alpha
+    top = min(EXACT_TOP, vocab)
+    idx = np.argpartition(-flat, top - 1, axis=-1)[:, :top]
+    p_top = np.take_along_axis(flat, idx, axis=-1)
+    exact = np.sum(p_top * _k(rate * p_top), axis=-1)
+    tail = flat.astype(np.float32)
+    np.put_along_axis(tail, idx, np.float32(0.0), axis=-1)  # ties: whichever tied tokens are taken, same sum
+    bins = tail.view(np.uint32) >> BIN_SHIFT
+    weights = _k(rate * bin_midpoints())
+    binned = np.array(
+        [np.sum(np.bincount(b, weights=t, minlength=N_BINS) * weights) for b, t in zip(bins, tail, strict=True)]
+    )
+    h_nats = np.log(vocab / alpha) - (1.0 - alpha) * (exact + binned)
+    return _clip_bits(h_nats, alpha, vocab).reshape(p.shape[:-1])
