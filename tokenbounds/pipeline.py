@@ -30,6 +30,7 @@ from tokenbounds.models.scorer import Scores, score_units
 from tokenbounds.report.io import check_finite
 from tokenbounds.request import BoundRequest, validate
 from tokenbounds.stats.bound import ReportSplit, report_delta_split, statistic_bound
+from tokenbounds.stats.centring import CENTRING
 from tokenbounds.stats.lambda_grid import default_lambda_grid
 from tokenbounds.stats.nll import unsmoothed_nll
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
@@ -184,6 +185,7 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scores, split, la
         "context_rule": plan.rule.describe(),
         "subsample_ucb": req.subsample_ucb if sampled else None,
         "lambdas": lambdas.tolist() if req.method == "eb" else None,
+        "centring": CENTRING if req.method == "eb" else None,  # how the eb centring c_i was computed
         "seed": req.seed,
         "random_stream": describe(req.seed, BOUND_UNITS),
         "delta_split": split.as_dict(),
