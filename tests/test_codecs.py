@@ -17,8 +17,9 @@ import pytest
 import zstandard
 from safetensors.numpy import save_file
 
-from tokenbounds.compress import codecs
-from tokenbounds.compress.codecs import measure_size, parse_codec
+from tokenbounds.compress import codecs, compressor
+from tokenbounds.compress.codec_table import parse_codec
+from tokenbounds.compress.codecs import measure_size
 from tokenbounds.compress.files import checkpoint_files
 from tokenbounds.compress.param_count import count_parameters
 from tokenbounds.errors import UserError
@@ -118,7 +119,7 @@ def test_python_gzip_fallback_is_close_and_valid(tmp_path, monkeypatch):
     f.write_bytes(data)
     keep: dict = {}
     real_which = shutil.which
-    monkeypatch.setattr(codecs.shutil, "which", lambda name: None if name == "gzip" else real_which(name))
+    monkeypatch.setattr(compressor.shutil, "which", lambda name: None if name == "gzip" else real_which(name))
     r = measure_size([f], codecs=["gzip"], progress=False, _keep=keep)
     out = b"".join(keep["gzip"])
     assert gzip.decompress(out) == data
@@ -261,7 +262,7 @@ def test_xz_mt_refused_without_xz(tmp_path, monkeypatch):
     f = tmp_path / "w.bin"
     f.write_bytes(_weights_bytes(1000))
     real_which = shutil.which
-    monkeypatch.setattr(codecs.shutil, "which", lambda name: None if name == "xz" else real_which(name))
+    monkeypatch.setattr(compressor.shutil, "which", lambda name: None if name == "xz" else real_which(name))
     with pytest.raises(UserError, match="no xz program on PATH"):
         measure_size([f], codecs=["xz-mt"], progress=False)
     with pytest.raises(UserError, match="same prior; use zstd"):
