@@ -119,3 +119,188 @@ def test_byte_tokenizer_prepares_utf8_bytes_and_eot(tmp_path, capsys):
     assert tokens == list(txt.read_bytes()) + [256]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["vocab_size"] == 257 and meta["eot"] == 256 and meta["tokenizer"] == "bytes"
+
+
+def _prepare(files, tokenizer, out, *extra):
+    return main(
+        ["prepare", *map(str, files), "--tokenizer", str(tokenizer), "--out", str(out), "--no-progress", *extra]
+    )
+
+
+def _tokens(out) -> list[int]:
+    return np.concatenate([np.asarray(s) for s in open_corpus(out).shards]).tolist()
+
+
+WORDS = "the quick brown fox jumps over the lazy dog to be or not".split()
+
+
+def _documents(n: int) -> list[str]:
+    return [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(1 + i % 17)) + "\n" for i in range(n)]
+
+
+def test_workers_give_byte_identical_shards(tiny_tokenizer, tmp_path, monkeypatch, capsys):
+    import tokenbounds.data.prepare as prep
+
+    monkeypatch.setattr(prep, "BATCH_BYTES", 200)  # many small batches, so both workers get some
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in _documents(300)))
+    txt = tmp_path / "one.txt"
+    txt.write_text("".join(_documents(40)))
+    outs = {}
+    for workers in (1, 2, 3):
+        outs[workers] = tmp_path / f"w{workers}"
+        code = _prepare([jsonl, txt], tiny_tokenizer, outs[workers], "--workers", str(workers), "--shard-tokens", "500")
+        assert code == 0, capsys.readouterr().err
+    tok = load_tokenizer(tiny_tokenizer)
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    expected = []
+    for text in [*_documents(300), "".join(_documents(40))]:
+        expected += tok.encode(text, add_special_tokens=False) + [eot]
+    assert _tokens(outs[1]) == expected
+    names = sorted(p.name for p in outs[1].iterdir())
+    assert len(names) > 3  # several shards
+    for workers in (2, 3):
+        assert sorted(p.name for p in outs[workers].iterdir()) == names
+        for name in names:
+            assert (outs[workers] / name).read_bytes() == (outs[1] / name).read_bytes(), (workers, name)
+
+
+def test_every_format_reads_the_same_documents(tiny_tokenizer, tmp_path, capsys):
+    import gzip
+    import lzma
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    docs = _documents(25)
+    lines = "".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(docs)).encode()
+    tok = load_tokenizer(tiny_tokenizer)
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    per_doc = []
+    for text in docs:
+        per_doc += tok.encode(text, add_special_tokens=False) + [eot]
+    whole = tok.encode("".join(docs), add_special_tokens=False) + [eot]
+    half = len(lines) // 2
+    cut = lines.index(b"\n", half) + 1
+    two_frames = zstandard.ZstdCompressor().compress(lines[:cut]) + zstandard.ZstdCompressor().compress(lines[cut:])
+    files = {
+        "a.jsonl": lines,
+        "a.jsonl.gz": gzip.compress(lines),
+        "a.jsonl.xz": lzma.compress(lines),
+        "a.jsonl.zst": two_frames,  # a multi-frame file (zstd -T, pzstd) is read through every frame
+        "a.txt.zst": zstandard.ZstdCompressor().compress("".join(docs).encode()),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    table = pa.table({"n": list(range(len(docs))), "text": docs})
+    pq.write_table(table, tmp_path / "a.parquet", row_group_size=7)
+    files["a.parquet"] = b""
+    for name in files:
+        out = tmp_path / f"out_{name}"
+        assert _prepare([tmp_path / name], tiny_tokenizer, out) == 0, (name, capsys.readouterr().err)
+        assert _tokens(out) == (whole if name.startswith("a.txt") else per_doc), name
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["sources"][0]["documents"] == (1 if name.startswith("a.txt") else len(docs)), name
+
+
+def test_pretokenized_records(tiny_tokenizer, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tok = load_tokenizer(tiny_tokenizer)
+    vocab, eot = len(tok), tok.convert_tokens_to_ids("<|endoftext|>")
+    records = [[2, 3, 4], [5], [], [6, 7, 2, eot]]
+    jsonl = tmp_path / "ids.jsonl"
+    jsonl.write_text("".join(json.dumps({"token_ids": r}) + "\n" for r in records))
+    parquet = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"token_ids": pa.array(records, type=pa.list_(pa.int32()))}), parquet)
+    flat = [t for r in records for t in r]
+    with_eot = [t for r in records if r for t in [*r, eot]]
+    for source in (jsonl, parquet):
+        out = tmp_path / f"plain_{source.suffix}"
+        assert _prepare([source], tiny_tokenizer, out, "--ids-key", "token_ids") == 0, capsys.readouterr().err
+        assert _tokens(out) == flat  # concatenated as given: no eot added
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["ids_key"] == "token_ids" and meta["append_eot"] is False and meta["n_tokens"] == len(flat)
+        out = tmp_path / f"eot_{source.suffix}"
+        code = _prepare([source], tiny_tokenizer, out, "--ids-key", "token_ids", "--append-eot", "--workers", "2")
+        assert code == 0, capsys.readouterr().err
+        assert _tokens(out) == with_eot
+    # an id outside the vocabulary is refused, naming the record; nothing is written
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"token_ids": [1, 2]}) + "\n" + json.dumps({"token_ids": [3, vocab]}) + "\n")
+    badpq = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"token_ids": [[1], [2], [vocab + 5]]}), badpq)
+    for source, needle in ((bad, "bad.jsonl:2"), (badpq, "bad.parquet: row 2")):
+        assert _prepare([source], tiny_tokenizer, tmp_path / "o", "--ids-key", "token_ids") == 2
+        err = capsys.readouterr().err
+        assert needle in err and str(vocab) in err and "Traceback" not in err and err.count("\n") == 1, err
+        assert not (tmp_path / "o").exists()
+    notids = tmp_path / "notids.jsonl"
+    notids.write_text(json.dumps({"token_ids": "hello"}) + "\n")
+    assert _prepare([notids], tiny_tokenizer, tmp_path / "o", "--ids-key", "token_ids") == 2
+    assert "notids.jsonl:1" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert _prepare([jsonl], tiny_tokenizer, tmp_path / "o", "--append-eot") == 2  # needs --ids-key
+    assert "--ids-key" in capsys.readouterr().err
+
+
+def test_bad_arguments_and_files(tiny_tokenizer, tmp_path, capsys):
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": t}) + "\n" for t in _documents(2000)))
+    assert _prepare([good], tiny_tokenizer, tmp_path / "o", "--workers", "0") == 2
+    err = capsys.readouterr().err
+    assert "--workers must be >= 1, got 0" in err and not (tmp_path / "o").exists()
+    parquet = tmp_path / "cols.parquet"
+    pq.write_table(pa.table({"title": ["a"], "content": ["to be"]}), parquet)
+    assert _prepare([parquet], tiny_tokenizer, tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "no column 'text'" in err and "title, content" in err and not (tmp_path / "o").exists()
+    data = good.read_bytes()
+    gz, zst = gzip.compress(data), zstandard.ZstdCompressor().compress(data)
+    corrupt = {
+        "trunc.jsonl.gz": gz[: len(gz) * 3 // 4],
+        "trunc.jsonl.zst": zst[: len(zst) * 3 // 4],
+        "garbage.jsonl.gz": b"\x1f\x8b" + b"garbage" * 50,
+        "garbage.jsonl.zst": b"garbage" * 50,
+        "flipped.jsonl.gz": gz[:200] + bytes(b ^ 0xFF for b in gz[200:400]) + gz[400:],
+    }
+    for name, blob in corrupt.items():
+        (tmp_path / name).write_bytes(blob)
+        for workers in ("1", "2"):
+            out = tmp_path / "o"
+            assert _prepare([good, tmp_path / name], tiny_tokenizer, out, "--workers", workers) == 2, name
+            err = capsys.readouterr().err
+            assert name in err and "corrupt or truncated" in err and err.count("\n") == 1, (name, err)
+            assert not out.exists(), name  # nothing written: not even the shards of the good file before it
+            out.mkdir()  # an empty directory given as the output stays empty
+            assert _prepare([good, tmp_path / name], tiny_tokenizer, out, "--workers", workers) == 2, name
+            assert not any(out.iterdir()), name
+            out.rmdir()
+            capsys.readouterr()
+
+
+def test_pool_reads_a_bounded_number_of_batches_ahead(tiny_tokenizer):
+    """Memory stays flat in the corpus size: the reader is never more than 2 * workers batches ahead of the writer."""
+    from tokenbounds.data.prepare import Encoder, _encoding
+
+    encoder = Encoder(load_tokenizer(tiny_tokenizer), "uint16")
+    expected = encoder.encode(["to be or not"])[0].tolist()
+    pulled = []
+
+    def batches():
+        for i in range(40):
+            pulled.append(i)
+            yield ["to be or not"] * (1 + i % 3), i
+
+    with _encoding(encoder, 2) as encode:
+        for k, (result, rest) in enumerate(encode(batches())):
+            assert rest == k and len(result) == 1 + k % 3 and result[0].tolist() == expected
+            assert len(pulled) <= k + 1 + 4, (k, len(pulled))
+    assert len(pulled) == 40

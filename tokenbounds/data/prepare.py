@@ -1,74 +1,81 @@
-"""Text and jsonl files -> token shards + meta.json, with any Hugging Face tokenizer.
+"""Text, jsonl and parquet files -> token shards + meta.json, with any Hugging Face tokenizer, in N processes.
 
 Each document is tokenized without special tokens and followed by the end-of-text token (eot), so the
-corpus reads doc_1 eot doc_2 eot ... A .txt file is one document; a .jsonl file holds one document per
-line, in the field named by `text_key`. Either may be compressed (.xz, .gz, .bz2; read as a stream).
-Text is read in pieces of about `PIECE_CHARS` characters cut after a newline, so a huge file never sits in
-memory whole (the cut can only change tokens that would straddle that newline, which byte-level BPE
-pre-tokenizers split off anyway). Shards are written as they fill, each with its sha256 and largest id recorded
-in meta.json as it is written (no second read), so `Corpus.verify` can later tell a shard edited since.
+corpus reads doc_1 eot doc_2 eot ... The readers (`readers.py`) stream documents from .txt (one document per file),
+.jsonl (one per line, field `text_key`) and .parquet (one per row, column `text_key`) files, compressed or not
+(.gz, .xz, .bz2, .zst). Pre-tokenized records (a list of ids in `ids_key`, as LLM360's Amber ships its corpus in
+packed 2,049-token chunks) are concatenated as given, with an eot after each only when `append_eot`, and every id is
+checked against the tokenizer's vocabulary.
+
+Batches of documents are tokenized by `workers` processes (each pinned to one tokenizer thread), a bounded number of
+batches in flight (memory stays flat in the corpus size), and written in input order, so the shards do not depend
+on the number of workers. Shards are written as they fill, each with its sha256 and largest id recorded in
+meta.json as it is written (no second read), so `Corpus.verify` can later tell a shard edited since.
 """
 
-import bz2
-import gzip
 import hashlib
-import json
-import lzma
+import multiprocessing
+import os
 import shutil
+import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from tokenbounds.data.readers import check_source, items
 from tokenbounds.data.shards import DTYPES, dtype_for_vocab, write_meta
 from tokenbounds.errors import UserError
 from tokenbounds.files import file_sha256, holds_something
 
-PIECE_CHARS = 1 << 22
+BATCH_BYTES = 1 << 20  # text per batch sent to a worker
+SINGLE_THREAD = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
+class Encoder:
+    """Text -> token ids without special tokens, on one thread. Uses the Rust `tokenizers` backend of a fast
+    tokenizer directly (what its `encode` calls); anything else (the byte tokenizer, a slow tokenizer) by `encode`."""
+
+    def __init__(self, tokenizer, dtype: str):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.spec = ("json", backend.to_str()) if backend is not None else ("object", tokenizer)
+        self.dtype = DTYPES[dtype]
+        self._backend = backend
+        self._tokenizer = tokenizer
+
+    def __getstate__(self):
+        return {"spec": self.spec, "dtype": self.dtype}
+
+    def __setstate__(self, state):
+        self.spec, self.dtype = state["spec"], state["dtype"]
+        self._backend = self._tokenizer = None
+        if self.spec[0] == "json":
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(self.spec[1])
+        else:
+            self._tokenizer = self.spec[1]
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        if self._backend is not None:
+            fast = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)
+            return [np.array(e.ids, dtype=self.dtype) for e in fast(texts, add_special_tokens=False)]
+        return [np.array(self._tokenizer.encode(t, add_special_tokens=False), dtype=self.dtype) for t in texts]
 
 
-def _open_text(path: Path):
-    return OPENERS.get(path.suffix, open)(path, "rt", encoding="utf-8", errors="strict")
+_ENCODER: Encoder | None = None
 
 
-def _kind(path: Path) -> str:
-    """'.jsonl' or '.txt' (anything else is read as text), looking through a compression suffix."""
-    stem = path.with_suffix("") if path.suffix in OPENERS else path
-    return stem.suffix
+def _init_worker(encoder: Encoder) -> None:
+    global _ENCODER
+    os.environ.update(SINGLE_THREAD)
+    _ENCODER = encoder
 
 
-def _text_pieces(path: Path) -> Iterator[str]:
-    with _open_text(path) as handle:
-        while True:
-            piece = handle.read(PIECE_CHARS)
-            if not piece:
-                return
-            if not piece.endswith("\n"):
-                piece += handle.readline()
-            yield piece
-
-
-def _documents(path: Path, text_key: str) -> Iterator[Iterator[str]]:
-    """Yield each document as an iterator of text pieces."""
-    if _kind(path) == ".jsonl":
-        with _open_text(path) as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    text = record[text_key]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path}:{number}: not a JSON object with a {text_key!r} string") from None
-                if not isinstance(text, str):
-                    raise UserError(f"{path}:{number}: field {text_key!r} is not a string")
-                yield iter([text])
-    else:
-        yield _text_pieces(path)
+def _encode_in_worker(texts: list[str]) -> list[np.ndarray]:
+    return _ENCODER.encode(texts)
 
 
 class ShardWriter:
@@ -110,15 +117,29 @@ class ShardWriter:
             self.entries[-1]["sha256"] = self.digest.hexdigest()
 
 
-def check_inputs(paths: list[Path], out: Path, shard_tokens: int) -> None:
+def check_inputs(
+    paths: list[Path],
+    out: Path,
+    shard_tokens: int,
+    workers: int = 1,
+    text_key: str = "text",
+    ids_key: str | None = None,
+    append_eot: bool = False,
+) -> None:
     """Refuse bad arguments before any slow work (loading a tokenizer, reading files)."""
     if not paths:
         raise UserError("no input files given")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if shard_tokens <= 0:
+        raise UserError(f"--shard-tokens must be > 0, got {shard_tokens}")
+    if append_eot and ids_key is None:
+        raise UserError("--append-eot applies to pre-tokenized records (--ids-key); text always gets its eot")
     for path in paths:
         if not path.is_file():
             raise UserError(f"input {path} does not exist or is not a file")
-    if shard_tokens <= 0:
-        raise UserError(f"--shard-tokens must be > 0, got {shard_tokens}")
+    for path in paths:
+        check_source(path, text_key, ids_key)
     if holds_something(out):
         raise UserError(f"output {out} exists and is not an empty directory; refusing to overwrite it")
 
@@ -132,11 +153,16 @@ def prepare(
     shard_tokens: int = 100_000_000,
     eot: int | None = None,
     progress: bool = True,
+    workers: int = 1,
+    ids_key: str | None = None,
+    append_eot: bool = False,
 ) -> dict:
-    """Tokenize `files` into shards under `out` (which must not exist or be empty); return the meta dict."""
+    """Tokenize `files` into shards under `out` (which must not exist or be empty); return the meta dict.
+
+    The shards and meta.json are the same bytes for any number of `workers`."""
     out = Path(out)
     paths = [Path(f) for f in files]
-    check_inputs(paths, out, shard_tokens)
+    check_inputs(paths, out, shard_tokens, workers, text_key, ids_key, append_eot)
     eot = tokenizer.eos_token_id if eot is None else eot
     if eot is None:
         raise UserError("the tokenizer defines no end-of-text token: give one with --eot ID")
@@ -147,10 +173,10 @@ def prepare(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     writer = ShardWriter(out, dtype, shard_tokens)
-    total_bytes = sum(p.stat().st_size for p in paths)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", disable=not progress)
+    bar = tqdm(unit="tok", unit_scale=True, desc="tokenizing", disable=not progress)
     try:
-        meta = _write_all(paths, tokenizer, writer, text_key, eot, bar)
+        with _encoding(Encoder(tokenizer, dtype), workers) as encode:
+            meta = _write_all(paths, encode, writer, text_key, ids_key, append_eot, eot, vocab_size, bar)
     except BaseException:
         writer.close()
         _remove_partial(out, writer, created)
@@ -159,8 +185,117 @@ def prepare(
         bar.close()
     writer.close()
     meta.update(dtype=dtype, vocab_size=vocab_size, eot=int(eot), tokenizer=tokenizer_name)
+    if ids_key is not None:
+        meta.update(ids_key=ids_key, append_eot=append_eot)
     write_meta(out, meta)
     return meta
+
+
+class _encoding:
+    """A context giving `encode(batches) -> iterator of results in order`: in this process for one worker, else in a
+    pool of `workers` processes with at most 2 * workers batches in flight (`Pool.imap` would read ahead without
+    bound). Every encoder runs on one tokenizer thread."""
+
+    def __init__(self, encoder: Encoder, workers: int):
+        self.encoder, self.workers, self.pool, self.saved = encoder, workers, None, {}
+
+    def __enter__(self):
+        if self.workers == 1:
+            self.saved = {k: os.environ.get(k) for k in SINGLE_THREAD}
+            os.environ.update(SINGLE_THREAD)
+            return self._local
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
+        self.pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self.encoder,))
+        return self._pooled
+
+    def __exit__(self, kind, value, traceback):
+        for key, old in self.saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+        if self.pool is not None:
+            if kind is None:
+                self.pool.close()
+            else:
+                self.pool.terminate()
+            self.pool.join()
+
+    def _local(self, batches):
+        for texts, rest in batches:
+            yield self.encoder.encode(texts), rest
+
+    def _pooled(self, batches):
+        pending = deque()
+        for texts, rest in batches:
+            pending.append((self.pool.apply_async(_encode_in_worker, (texts,)), rest))
+            if len(pending) >= 2 * self.workers:
+                result, rest = pending.popleft()
+                yield result.get(), rest
+        while pending:
+            result, rest = pending.popleft()
+            yield result.get(), rest
+
+
+def _batches(paths: list[Path], text_key: str, ids_key: str | None) -> Iterator[tuple[list[str], list]]:
+    """(texts to tokenize, the batch's items in order) of about BATCH_BYTES of text each; an item's source index
+    rides along so documents are counted per source."""
+    texts, batch, size = [], [], 0
+    for index, path in enumerate(paths):
+        for item in items(path, text_key, ids_key):
+            batch.append((index, item))
+            if item.text is not None:
+                texts.append(item.text)
+                size += item.nbytes
+            if size >= BATCH_BYTES or len(batch) >= 4096:
+                yield texts, batch
+                texts, batch, size = [], [], 0
+    if batch:
+        yield texts, batch
+
+
+def _write_all(paths, encode, writer, text_key, ids_key, append_eot, eot, vocab_size, bar) -> dict:
+    documents = [0] * len(paths)
+    eot_ids = np.array([eot], dtype=np.int64)
+    pending: list[np.ndarray] = []  # pieces of the current document
+    start, seen_bytes, tokens = time.perf_counter(), 0, 0
+    for encoded, batch in encode(_batches(paths, text_key, ids_key)):
+        results = iter(encoded)
+        for index, item in batch:
+            if item.text is not None:
+                ids = next(results)
+            else:
+                ids = item.ids
+                if len(ids) and (int(ids.max()) >= vocab_size or int(ids.min()) < 0):
+                    bad = int(ids[(ids >= vocab_size) | (ids < 0)][0])
+                    raise UserError(
+                        f"{item.where}: token id {bad} is outside the tokenizer's vocabulary of {vocab_size} ids"
+                    )
+            if len(ids):
+                pending.append(ids)
+            seen_bytes += item.nbytes
+            if not item.ends:
+                continue
+            if pending:  # an empty document adds nothing, not even its eot
+                if ids_key is None or append_eot:
+                    pending.append(eot_ids)
+                whole = pending[0] if len(pending) == 1 else np.concatenate(pending)
+                writer.write_document(whole)
+                tokens += len(whole)
+                documents[index] += 1
+                pending = []
+        bar.update(tokens - bar.n)
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix_str(f"{seen_bytes / elapsed / 1e6:.1f} MB/s", refresh=False)
+    if not any(e["tokens"] for e in writer.entries):
+        raise UserError("the inputs hold no text: the corpus would be empty")
+    sources = [{"path": str(p), "sha256": file_sha256(p), "documents": documents[i]} for i, p in enumerate(paths)]
+    return {
+        "max_token_id": writer.max_id,
+        "n_tokens": sum(e["tokens"] for e in writer.entries),
+        "shards": writer.entries,
+        "sources": sources,
+    }
 
 
 def _remove_partial(out: Path, writer: ShardWriter, created: bool) -> None:
@@ -169,29 +304,3 @@ def _remove_partial(out: Path, writer: ShardWriter, created: bool) -> None:
         (out / entry["file"]).unlink(missing_ok=True)
     if created:
         shutil.rmtree(out, ignore_errors=True)
-
-
-def _write_all(paths: list[Path], tokenizer, writer: ShardWriter, text_key: str, eot: int, bar) -> dict:
-    sources = []
-    for path in paths:
-        documents = 0
-        try:
-            for pieces in _documents(path, text_key):
-                ids = [tokenizer.encode(piece, add_special_tokens=False) for piece in pieces]
-                flat = np.fromiter((t for chunk in ids for t in chunk), dtype=np.int64)
-                if not len(flat):  # an empty document adds nothing, not even its eot
-                    continue
-                writer.write_document(np.concatenate([flat, [eot]]))
-                documents += 1
-        except UnicodeDecodeError:
-            raise UserError(f"{path} is not UTF-8 text") from None
-        sources.append({"path": str(path), "sha256": file_sha256(path), "documents": documents})
-        bar.update(path.stat().st_size)
-    if not any(e["tokens"] for e in writer.entries):
-        raise UserError("the inputs hold no text: the corpus would be empty")
-    return {
-        "max_token_id": writer.max_id,
-        "n_tokens": sum(e["tokens"] for e in writer.entries),
-        "shards": writer.entries,
-        "sources": sources,
-    }
