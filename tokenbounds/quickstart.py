@@ -37,16 +37,21 @@ from tokenbounds.train.config import TrainConfig
 from tokenbounds.train.trainer import random_streams, train
 
 
-def quickstart_spec(cfg: QuickstartConfig) -> dict:
-    """The model the quickstart trains: `train --param sublora` (tokenbounds.models.parametrization) at cfg's sizes."""
-    arch = GPTConfig(
+def byte_gpt(sizes) -> GPTConfig:
+    """A GPT over byte tokens at the sizes `sizes` names (context, n_layer, n_head, n_embd), without dropout."""
+    return GPTConfig(
         vocab_size=len(ByteTokenizer()),
-        context=cfg.context,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.n_embd,
+        context=sizes.context,
+        n_layer=sizes.n_layer,
+        n_head=sizes.n_head,
+        n_embd=sizes.n_embd,
         dropout=0.0,
     )
+
+
+def quickstart_spec(cfg: QuickstartConfig) -> dict:
+    """The model the quickstart trains: `train --param sublora` (tokenbounds.models.parametrization) at cfg's sizes."""
+    arch = byte_gpt(cfg)
     return make_spec(
         arch,
         PARAMETRIZATIONS["sublora"],

@@ -29,10 +29,10 @@ from tokenbounds.data.prepare import prepare
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
 from tokenbounds.files import holds_something
-from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.groups import PARAMETRIZATIONS, SUBSPACE_BY_DEFAULT
 from tokenbounds.models.parametrization import FREE_FILE, SPEC_FILE, make_spec
 from tokenbounds.pipeline import BoundRequest
+from tokenbounds.quickstart import byte_gpt
 from tokenbounds.studies.compression_sizes import SUB_STUDIES, CompressionConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
@@ -57,14 +57,7 @@ def setup(out: Path) -> None:
 
 
 def _spec(cfg: CompressionConfig, name: str, rank: int, dim: int | None) -> dict:
-    arch = GPTConfig(
-        vocab_size=len(ByteTokenizer()),
-        context=cfg.context,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        n_embd=cfg.n_embd,
-        dropout=0.0,
-    )
+    arch = byte_gpt(cfg)
     return make_spec(
         arch,
         PARAMETRIZATIONS[name],
