@@ -29,8 +29,12 @@ class Hypothesis:
     model: LogitModel
     rule: ContextRule
     prior: Prior
-    compute_dtype: str  # resolved: float32 or bfloat16
-    compute_dtype_choice: dict  # what was asked (auto, or a dtype) and why this one runs
+    compute_dtype_choice: dict  # what was asked (auto, or a dtype), the dtype that runs, and why
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype the forward pass runs in: float32 or bfloat16."""
+        return self.compute_dtype_choice["resolved"]
 
     def describe(self) -> dict:
         """The report's "hypothesis": the model's one description schema, the smoothing and the context rule."""
@@ -71,7 +75,7 @@ def open_hypothesis(req: BoundRequest, rule: ContextRule, corpus: Corpus) -> Hyp
     rule.check(corpus, model.max_positions)
     choice = {"requested": req.compute_dtype, "resolved": dtype, "why": why}
     # A quantized directory's backend decoded and verified its message: the prior prices that very message.
-    return Hypothesis(model, rule, price(req, getattr(model, "verified_manifest", None)), dtype, choice)
+    return Hypothesis(model, rule, price(req, getattr(model, "verified_manifest", None)), choice)
 
 
 def price(req: BoundRequest, manifest: dict | None) -> Prior:
