@@ -4,12 +4,17 @@ Flags come from CompressionStudyConfig; only the sizes' names are imported to bu
 when a study runs.
 """
 
+import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
+
+# Every other study is one module under tokenbounds.cli with `add_study(studies)` (its sub-parser, flags and run);
+# adding a study is one file and one name here. Listed in the order --help shows them.
+STUDY_MODULES: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +61,8 @@ def add_parser(sub):
     )
     add_flags(c, CompressionStudyConfig)
     c.set_defaults(_run=run)
+    for name in STUDY_MODULES:
+        importlib.import_module(f"tokenbounds.cli.{name}").add_study(studies)
     return p
 
 
