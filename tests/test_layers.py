@@ -32,6 +32,7 @@ LAYERS = {
     "coverage": 2,
     "architecture": 2,
     "pipeline": 3,
+    "execution": 3,
     "quickstart": 3,
     "quickstart_config": 3,
     "studies": 3,

@@ -17,8 +17,8 @@ from tokenbounds.models.hf import load_model, load_tokenizer
 from tokenbounds.models.scorer import score_units
 from tokenbounds.pipeline import BoundRequest, compute_bound
 from tokenbounds.report.io import check_finite, write_json
-from tokenbounds.stats.nll import unsmoothed_nll
 from tokenbounds.stats.smoothing import smoothed_bits
+from tokenbounds.stats.unit_sums import StatisticSet, unit_sums
 
 from .conftest import VOCAB, write_shards
 from .test_topk_ties import TableModel, V
@@ -67,8 +67,13 @@ def test_minus_inf_logit_is_a_legal_zero_probability():
     assert np.isneginf(scores.logp).sum() == 1 and np.isfinite(scores.entropy_bits).all()
     assert scores.rank[np.isneginf(scores.logp)][0] == V - 1  # a -inf target ties every -inf and trails the rest
     assert np.isfinite(smoothed_bits(scores.logp, 0.01, V)).all()
-    assert unsmoothed_nll(scores.logp) == {"mean_nll_bits_unsmoothed": None, "zero_probability_targets": 1}
-    finite = unsmoothed_nll(scores.logp[np.isfinite(scores.logp)])
+    stats = StatisticSet((0.01,), (1,), V, centred=False)
+
+    def nll(keep):
+        return unit_sums(stats, [int(keep.sum())], scores.logp[keep], scores.rank[keep]).unsmoothed_nll()
+
+    assert nll(np.ones(len(scores.logp), bool)) == {"mean_nll_bits_unsmoothed": None, "zero_probability_targets": 1}
+    finite = nll(np.isfinite(scores.logp))
     assert finite["zero_probability_targets"] == 0 and np.isfinite(finite["mean_nll_bits_unsmoothed"])
 
 

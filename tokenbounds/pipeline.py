@@ -18,23 +18,20 @@ and uses the block's mean loss, so in both cases E[unit value] = R_hat.
 """
 
 import math
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from tokenbounds.data.shards import Corpus, open_corpus
 from tokenbounds.data.units import ContextRule
+from tokenbounds.execution import ScoredUnits, score_plan
 from tokenbounds.hypothesis import Hypothesis, open_hypothesis
-from tokenbounds.models.scorer import Scores, score_units
 from tokenbounds.report.io import check_finite
 from tokenbounds.request import BoundRequest, validate
 from tokenbounds.stats.bound import ReportSplit, report_delta_split, statistic_bound
 from tokenbounds.stats.centring import CENTRING
 from tokenbounds.stats.lambda_grid import default_lambda_grid
-from tokenbounds.stats.nll import unsmoothed_nll
-from tokenbounds.stats.smoothing import loss_range, smoothed_bits
-from tokenbounds.stats.topk import topk_error
+from tokenbounds.stats.unit_sums import StatisticSet, UnitSums
 from tokenbounds.streams import BOUND_UNITS, describe, stream
 
 __all__ = ["BoundRequest", "compute_bound", "compute_bound_with_units", "plan_units"]
@@ -59,10 +56,6 @@ def plan_units(req: BoundRequest, corpus: Corpus, rng: np.random.Generator) -> U
     return UnitPlan(units, sum(u.n_targets for u in units), draws, rule)
 
 
-def _unit_means(values: np.ndarray, unit: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    return np.bincount(unit, weights=values, minlength=len(counts)) / counts
-
-
 def compute_bound(req: BoundRequest) -> dict:
     """Run the whole bound and return the JSON report."""
     return compute_bound_with_units(req)[0]
@@ -82,20 +75,19 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
         corpus.verify(hypothesis.model.vocab_size, progress=req.progress)
     plan = plan_units(req, corpus, stream(req.seed, BOUND_UNITS))
     eb = req.method == "eb"
-    started = time.perf_counter()
-    scores = score_units(
+    statistics = StatisticSet(tuple(req.alphas), tuple(req.ks), hypothesis.model.vocab_size, centred=eb)
+    scored = score_plan(
         hypothesis.model,
         plan.units,
-        alphas=list(req.alphas) if eb else None,
-        ks=list(req.ks) if eb else None,
+        statistics,
+        exhaustive=plan.draws is None,
         max_tokens=req.batch_tokens,
-        progress=req.progress,
-        total=plan.n_targets,
         pad_id=corpus.eot,
+        progress=req.progress,
+        total_targets=plan.n_targets,
     )
-    seconds = time.perf_counter() - started
-    if plan.draws is None and len(scores.logp) != corpus.n_tokens:
-        raise RuntimeError(f"exhaustive scoring covered {len(scores.logp)} of {corpus.n_tokens} tokens")
+    if plan.draws is None and scored.scored_targets != corpus.n_tokens:
+        raise RuntimeError(f"exhaustive scoring covered {scored.scored_targets} of {corpus.n_tokens} tokens")
     lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
     split = report_delta_split(
         req.delta,
@@ -106,28 +98,30 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
         n_points=len(lambdas) + 1 if eb else 1,
         data_choice_bits=hypothesis.prior.data_choice_bits,
     )
-    results, units = _rows(req, hypothesis, corpus.n_tokens, plan, scores, split, lambdas)
-    report = _report(req, hypothesis, corpus, plan, scores, split, lambdas, results, seconds)
+    results, units = _rows(req, hypothesis, corpus.n_tokens, plan, statistics, scored.sums, split, lambdas)
+    report = _report(req, hypothesis, corpus, plan, scored, split, lambdas, results)
     check_finite(report)  # a NaN or infinity here is a bug: refuse it rather than print or write it
     return report, units
 
 
-def _rows(req, hypothesis: Hypothesis, m: int, plan: UnitPlan, scores: Scores, split: ReportSplit, lambdas):
-    """Every statistic's report row (each alpha, then each k) and, when sampled, the per-unit values behind them."""
-    eb, sampled, vocab = req.method == "eb", plan.draws is not None, hypothesis.model.vocab_size
-    counts = np.bincount(scores.unit).astype(np.float64)
-    units_loss, units_sq = [], []
+def _rows(
+    req, hypothesis, m: int, plan: UnitPlan, statistics: StatisticSet, sums: UnitSums, split: ReportSplit, lambdas
+):
+    """Every statistic's report row (each alpha, then each k) and, when sampled, the per-unit values behind them.
 
-    def row(statistic: str, param: dict, loss: np.ndarray, centring: np.ndarray | None, a: float, width: float):
-        """One report row from per-target losses (and the eb centring): per-unit values -> statistic_bound."""
-        sq = ((centring - loss) / width) ** 2 if eb else None
+    Sampled: the value of draw t is the mean loss of the unit it drew (in sampling order); exhaustive: the exact
+    empirical risk, sum of losses / m.
+    """
+    sampled = plan.draws is not None
+    drawn = sums.take(plan.draws) if sampled else sums.total()
+    results, units_loss, units_sq = [], [], []
+    for j, (a, width) in enumerate(statistics.ranges()):
+        loss_in, sq_in = drawn.unit_means(j)
         if sampled:
-            loss_in = _unit_means(loss, scores.unit, counts)[plan.draws]
-            sq_in = _unit_means(sq, scores.unit, counts)[plan.draws] if eb else None
             units_loss.append(loss_in)
             units_sq.append(sq_in)
         else:
-            loss_in, sq_in = float(loss.mean()), float(sq.mean()) if eb else None
+            loss_in, sq_in = float(loss_in[0]), None if sq_in is None else float(sq_in[0])
         b = statistic_bound(
             req.method,
             loss_in,
@@ -141,33 +135,26 @@ def _rows(req, hypothesis: Hypothesis, m: int, plan: UnitPlan, scores: Scores, s
             ucb=req.subsample_ucb if sampled else None,
             lambdas=lambdas,
         )
-        spread = {"unit_std": float(np.std(loss_in)) if sampled else None, "token_std": float(np.std(loss))}
-        return {"statistic": statistic, **param, "loss_min": a, "loss_range": width, **b.row(), **spread}
-
-    results = []
-    for j, alpha in enumerate(req.alphas):
-        a, width = loss_range(alpha, vocab)
-        loss = smoothed_bits(scores.logp, alpha, vocab)
-        # The scorer's entropy is float32; the centring only needs c >= a, so clip the rounding away.
-        centring = np.maximum(scores.entropy_bits[:, j].astype(np.float64), a) if eb else None
-        results.append(row("bits_per_token", {"alpha": alpha}, loss, centring, a, width))
-    for j, k in enumerate(req.ks):
-        errors = topk_error(scores.rank, k)  # ties counted against the model
-        centring = np.clip(scores.outside_topk[:, j].astype(np.float64), 0.0, 1.0) if eb else None
-        results.append(row("top_k_error", {"k": k}, errors, centring, 0.0, 1.0))
+        alpha_or_k = j < len(statistics.alphas)
+        statistic, param = (
+            ("bits_per_token", {"alpha": statistics.alphas[j]})
+            if alpha_or_k
+            else ("top_k_error", {"k": statistics.ks[j - len(statistics.alphas)]})
+        )
+        spread = {"unit_std": float(np.std(loss_in)) if sampled else None, "token_std": sums.target_std(j)}
+        results.append({"statistic": statistic, **param, "loss_min": a, "loss_range": width, **b.row(), **spread})
     if not sampled:
         return results, None
-    labels = [f"alpha={r['alpha']!r}" if "alpha" in r else f"k={r['k']}" for r in results]
-    units = {"statistics": np.array(labels), "unit_loss": np.stack(units_loss), "draws": plan.draws}
-    if eb:
+    units = {"statistics": np.array(statistics.labels()), "unit_loss": np.stack(units_loss), "draws": plan.draws}
+    if statistics.centred:
         units["unit_sq"] = np.stack(units_sq)
     return results, units
 
 
-def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scores, split, lambdas, results, seconds) -> dict:
+def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored: ScoredUnits, split, lambdas, results) -> dict:
     sampled, prior, vocab = plan.draws is not None, hypothesis.prior, hypothesis.model.vocab_size
     best = min((r for r in results if r["statistic"] == "bits_per_token"), key=lambda r: r["bound"])
-    n_scored = len(scores.logp)
+    n_scored, seconds = scored.scored_targets, scored.seconds
     return {
         "method": req.method,
         "mode": req.mode,
@@ -201,12 +188,12 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scores, split, la
         "config": asdict(req),  # the run's record: every flag's value
         "results": results,
         "best_bits_per_token": {"alpha": best["alpha"], "bound": best["bound"], "empirical": best["empirical"]},
-        **unsmoothed_nll(scores.logp),  # null, with a count, where the model gave a target probability 0
+        **scored.sums.unsmoothed_nll(),  # null, with a count, where the model gave a target probability 0
         "timing": {
             "score_seconds": seconds,
             "scored_targets": n_scored,
             "targets_per_second": n_scored / seconds if seconds > 0 else None,
-            "input_tokens": scores.input_tokens,
-            "input_tokens_per_second": scores.input_tokens / seconds if seconds > 0 else None,
+            "input_tokens": scored.input_tokens,
+            "input_tokens_per_second": scored.input_tokens / seconds if seconds > 0 else None,
         },
     }

@@ -219,6 +219,112 @@ def _batches(units: list[Unit], max_tokens: int, max_rows: int) -> Iterator[list
         yield batch
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One forward pass of the global batch plan: which units, in the order their rows are stacked."""
+
+    index: int  # position in the plan
+    unit_ids: np.ndarray  # int64: each row's index among the units in the order they were given
+    units: list[Unit]
+
+    @property
+    def n_targets(self) -> int:
+        return sum(u.n_targets for u in self.units)
+
+
+def plan_batches(
+    units: Iterable[Unit],
+    vocab_size: int,
+    *,
+    max_tokens: int = 8192,
+    logit_bytes: int = 256 << 20,
+    buffer_units: int = 4096,
+) -> Iterator[Batch]:
+    """The global batch plan: units read in buffers of `buffer_units`, each buffer sorted by length into batches.
+
+    The plan depends on the units and these settings only, so every process that walks it sees the same batches
+    (a row's float results can depend on what else shares its forward pass: fixing the batches fixes the bits),
+    and an iterator of any length is walked in bounded memory.
+    """
+    max_rows = max(1, logit_bytes // (4 * vocab_size))  # float32 logits held at once, about
+    index = base = 0
+    buffer: list[Unit] = []
+
+    def flush():
+        nonlocal index
+        for rows in _batches(buffer, max_tokens, max_rows):
+            yield Batch(index, np.asarray(rows, dtype=np.int64) + base, [buffer[i] for i in rows])
+            index += 1
+
+    for unit in units:
+        buffer.append(unit)
+        if len(buffer) >= buffer_units:
+            yield from flush()
+            base += len(buffer)
+            buffer = []
+    if buffer:
+        yield from flush()
+
+
+@dataclass
+class BatchScores:
+    """Per-target results of one batch, its units' targets consecutive in the batch's row order."""
+
+    n_targets: np.ndarray  # int64 per unit (row)
+    logp: np.ndarray  # float32, natural log of the model probability of the target
+    rank: np.ndarray  # int64
+    positions: np.ndarray  # int64 global corpus positions of the targets
+    entropy_bits: np.ndarray | None  # (n_targets, n_alphas) smoothed entropies
+    outside_topk: np.ndarray | None  # (n_targets, n_ks) model mass outside the top k
+    input_tokens: int  # tokens fed to the model, padding excluded
+
+
+def score_batch(
+    model: LogitModel, batch: Batch, *, alphas: list[float] | None = None, ks: list[int] | None = None, pad_id: int = 0
+) -> BatchScores:
+    """One forward pass over the batch's right-padded rows, and every target's statistics."""
+    alphas, ks = list(alphas or []), list(ks or [])
+    if not 0 <= pad_id < model.vocab_size:
+        raise UserError(f"padding id {pad_id} is outside the model's vocabulary of {model.vocab_size} ids")
+    device = getattr(model, "device", torch.device("cpu"))
+    rows = batch.units
+    length = max(len(u.tokens) - 1 for u in rows)
+    lo = min(u.first for u in rows) - 1
+    tokens = np.full((len(rows), length + 1), pad_id, dtype=np.int64)
+    for r, u in enumerate(rows):
+        tokens[r, : len(u.tokens)] = u.tokens
+    _check_ids(tokens, rows, model.vocab_size)  # every id read, context and target, one max and min
+    ids = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
+    keep = torch.arange(lo, length, device=device)
+    per_row = []
+    with torch.inference_mode():
+        logits = model.logits(ids.to(device), keep)
+        for r, u in enumerate(rows):
+            sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
+            targets = torch.from_numpy(u.tokens[u.first :]).to(device)
+            stats = tuple(None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks))
+            bad = _nonfinite_row(sel, stats[0])
+            if bad is not None:
+                raise UserError(
+                    f"the model's logits predicting corpus position {int(u.positions[bad[0]])} hold "
+                    f"{bad[1]}: refusing to bound a model with non-finite outputs "
+                    "(fp16 overflow? a corrupt checkpoint?)"
+                )
+            per_row.append(stats)
+    logp, rank, entropy, outside = (
+        None if column[0] is None else np.concatenate(column) for column in zip(*per_row, strict=True)
+    )
+    return BatchScores(
+        n_targets=np.array([u.n_targets for u in rows], dtype=np.int64),
+        logp=logp.astype(np.float32),
+        rank=rank.astype(np.int64),
+        positions=np.concatenate([u.positions for u in rows]),
+        entropy_bits=entropy,
+        outside_topk=outside,
+        input_tokens=sum(len(u.tokens) - 1 for u in rows),
+    )
+
+
 def score_units(
     model: LogitModel,
     units: Iterable[Unit],
@@ -232,76 +338,32 @@ def score_units(
     total: int | None = None,  # targets, for the progress bar
     pad_id: int = 0,
 ) -> Scores:
-    """Score every target of every unit. Units are consumed in buffers, so an iterator may be huge."""
-    alphas, ks = list(alphas or []), list(ks or [])
-    if not 0 <= pad_id < model.vocab_size:
-        raise UserError(f"padding id {pad_id} is outside the model's vocabulary of {model.vocab_size} ids")
-    device = getattr(model, "device", torch.device("cpu"))
-    max_logit_rows = max(1, logit_bytes // (4 * model.vocab_size))  # float32 logits held at once, about
-    out: dict[str, list] = {"logp": [], "rank": [], "unit": [], "positions": [], "entropy": [], "outside": []}
+    """Every target of every unit, in the order given (per-target arrays: for tests and benchmarks; the bound
+    itself keeps per-unit sums only, tokenbounds.execution)."""
     bar = tqdm(total=total, unit="tok", desc="scoring", disable=not progress, dynamic_ncols=True)
-    base = input_tokens = 0
-    buffer: list[Unit] = []
-
-    def flush():
-        nonlocal base, input_tokens
-        results: dict[int, tuple] = {}
-        for batch in _batches(buffer, max_tokens, max_logit_rows):
-            rows = [buffer[i] for i in batch]
-            length = max(len(u.tokens) - 1 for u in rows)
-            lo = min(u.first for u in rows) - 1
-            tokens = np.full((len(rows), length + 1), pad_id, dtype=np.int64)
-            for r, u in enumerate(rows):
-                tokens[r, : len(u.tokens)] = u.tokens
-            _check_ids(tokens, rows, model.vocab_size)  # every id read, context and target, one max and min
-            ids = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
-            keep = torch.arange(lo, length, device=device)
-            with torch.inference_mode():
-                logits = model.logits(ids.to(device), keep)
-                for r, u in enumerate(rows):
-                    sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
-                    targets = torch.from_numpy(u.tokens[u.first :]).to(device)
-                    stats = tuple(
-                        None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks)
-                    )
-                    bad = _nonfinite_row(sel, stats[0])
-                    if bad is not None:
-                        raise UserError(
-                            f"the model's logits predicting corpus position {int(u.positions[bad[0]])} hold "
-                            f"{bad[1]}: refusing to bound a model with non-finite outputs "
-                            "(fp16 overflow? a corrupt checkpoint?)"
-                        )
-                    results[batch[r]] = stats
-            bar.update(sum(u.n_targets for u in rows))
-            input_tokens += sum(len(u.tokens) - 1 for u in rows)
-        for i, unit in enumerate(buffer):
-            logp, rank, entropy, outside = results[i]
-            out["logp"].append(logp.astype(np.float32))
-            out["rank"].append(rank.astype(np.int64))
-            out["unit"].append(np.full(unit.n_targets, base + i, dtype=np.int64))
-            out["positions"].append(unit.positions)
-            if entropy is not None:
-                out["entropy"].append(entropy)
-            if outside is not None:
-                out["outside"].append(outside)
-        base += len(buffer)
-        buffer.clear()
-
-    for unit in units:
-        buffer.append(unit)
-        if len(buffer) >= buffer_units:
-            flush()
-    if buffer:
-        flush()
+    parts: list[tuple[Batch, BatchScores]] = []
+    plan = plan_batches(
+        units, model.vocab_size, max_tokens=max_tokens, logit_bytes=logit_bytes, buffer_units=buffer_units
+    )
+    for batch in plan:
+        parts.append((batch, score_batch(model, batch, alphas=alphas, ks=ks, pad_id=pad_id)))
+        bar.update(batch.n_targets)
     bar.close()
-    if not out["logp"]:
+    if not parts:
         raise ValueError("no units to score")
+    unit = np.concatenate([np.repeat(b.unit_ids, s.n_targets) for b, s in parts])
+    order = np.argsort(unit, kind="stable")  # back to the order given; a unit's targets keep theirs
+
+    def column(name: str) -> np.ndarray | None:
+        values = [getattr(s, name) for _, s in parts]
+        return None if values[0] is None else np.concatenate(values)[order]
+
     return Scores(
-        logp=np.concatenate(out["logp"]),
-        rank=np.concatenate(out["rank"]),
-        unit=np.concatenate(out["unit"]),
-        positions=np.concatenate(out["positions"]),
-        entropy_bits=np.concatenate(out["entropy"]) if alphas else None,
-        outside_topk=np.concatenate(out["outside"]) if ks else None,
-        input_tokens=input_tokens,
+        logp=column("logp"),
+        rank=column("rank"),
+        unit=unit[order],
+        positions=column("positions"),
+        entropy_bits=column("entropy_bits"),
+        outside_topk=column("outside_topk"),
+        input_tokens=sum(s.input_tokens for _, s in parts),
     )
