@@ -64,6 +64,13 @@ def test_unit_sums_are_the_per_target_definitions():
         assert sums.log_p[u] == pytest.approx(log_p, rel=1e-12) and sums.zero_p[u] == zero
     assert sums.unsmoothed_nll() == {"mean_nll_bits_unsmoothed": None, "zero_probability_targets": 1}
     # Totals are additive: the total of two halves is the total of the whole.
+    sizes = [3, 1, 36]  # consecutive groups of units are one row each, with the sums of their units
+    merged = sums.merge_consecutive(sizes)
+    np.testing.assert_allclose(merged.loss[0], sums.loss[:3].sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(merged.centred_sq[2], sums.centred_sq[4:].sum(axis=0), rtol=1e-12)
+    assert merged.n_targets.tolist() == [n_targets[:3].sum(), n_targets[3], n_targets[4:].sum()]
+    with pytest.raises(ValueError, match="cover every row"):
+        sums.merge_consecutive([3, 1])
     half = len(n_targets) // 2
     cut = int(n_targets[:half].sum())
     first = unit_sums(stats, n_targets[:half], logp[:cut], rank[:cut], entropy[:cut], outside[:cut])

@@ -47,8 +47,13 @@ def score_plan(
     pad_id: int = 0,
     progress: bool = True,
     total_targets: int | None = None,  # for the progress bar
+    group_sizes: np.ndarray | None = None,
 ) -> ScoredUnits:
-    """Score every unit; sampled: row u of the sums is the u-th unit given; exhaustive: one row, the totals."""
+    """Score every unit; sampled: row u of the sums is the u-th unit given; exhaustive: one row, the totals.
+
+    `group_sizes` (sampled only): the units form consecutive groups of these sizes, one row of sums each (a
+    document scored in several windows is one sampled unit).
+    """
     centrings = {"alphas": list(statistics.alphas), "ks": list(statistics.ks)} if statistics.centred else {}
     bar = tqdm(total=total_targets, unit="tok", desc="scoring", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
@@ -71,4 +76,6 @@ def score_plan(
     if not exhaustive:
         unit_ids = np.concatenate([ids for ids, _ in per_batch])
         totals = UnitSums.concat([sums for _, sums in per_batch]).take(np.argsort(unit_ids))
+        if group_sizes is not None:
+            totals = totals.merge_consecutive(group_sizes)
     return ScoredUnits(totals, input_tokens, seconds)

@@ -83,6 +83,21 @@ class UnitSums:
             self.zero_p[rows],
         )
 
+    def merge_consecutive(self, sizes: np.ndarray) -> "UnitSums":
+        """Rows merged in consecutive runs of `sizes` (e.g. a document's windows into the document): sums add."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        if sizes.min(initial=1) < 1 or int(sizes.sum()) != len(self):
+            raise ValueError("group sizes must be >= 1 and cover every row")
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+
+        def merge(a):
+            return None if a is None else np.add.reduceat(a, starts, axis=0)
+
+        return UnitSums(*(merge(a) for a in self._arrays()))
+
+    def _arrays(self) -> tuple:
+        return self.n_targets, self.loss, self.loss_sq, self.centred_sq, self.log_p, self.zero_p
+
     def unit_means(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Statistic j's sampled value L_uj / n_u of every unit and, for eb, its centred square C_uj / n_u."""
         loss = self.loss[:, j] / self.n_targets
