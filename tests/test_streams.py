@@ -176,7 +176,7 @@ def overlap(plan, covered: np.ndarray) -> float:
     """Mean over the draws of the fraction of the unit's targets inside a window: E = covered.mean() if independent.
 
     (Token units: one target drawn uniformly. Blocks: drawn with probability length / m, so sum_b cov_b / m.)"""
-    per_unit = np.array([covered[u.positions].mean() for u in plan.units])
+    per_unit = np.array([covered[u.positions].mean() for u in plan.units(np.arange(len(plan.keys)))])
     return float(per_unit[plan.draws].mean())
 
 

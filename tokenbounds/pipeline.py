@@ -17,13 +17,15 @@ token mode draws positions uniformly; block mode draws blocks with probability p
 and uses the block's mean loss, so in both cases E[unit value] = R_hat.
 """
 
+import functools
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from tokenbounds.data.shards import Corpus, open_corpus
-from tokenbounds.data.units import ContextRule
+from tokenbounds.data.units import ContextRule, Unit
 from tokenbounds.execution import ScoredUnits, score_plan
 from tokenbounds.hypothesis import Hypothesis, open_hypothesis
 from tokenbounds.report.io import check_finite
@@ -31,6 +33,7 @@ from tokenbounds.request import BoundRequest, validate
 from tokenbounds.stats.bound import ReportSplit, report_delta_split, statistic_bound
 from tokenbounds.stats.centring import CENTRING
 from tokenbounds.stats.lambda_grid import default_lambda_grid
+from tokenbounds.stats.stopping import round_schedule, sample_until
 from tokenbounds.stats.unit_sums import StatisticSet, UnitSums
 from tokenbounds.streams import BOUND_UNITS, describe, stream
 
@@ -39,21 +42,26 @@ __all__ = ["BoundRequest", "compute_bound", "compute_bound_with_units", "plan_un
 
 @dataclass
 class UnitPlan:
-    """What to score and how the draws map onto it."""
+    """What to score and how the draws map onto it: the drawn units' keys, built into units only when scored."""
 
-    units: object  # a list (sampled modes: distinct units) or an iterator (exhaustive)
-    n_targets: int  # targets to score, for the progress bar
-    draws: np.ndarray | None  # per draw, in sampling order: index of its unit in `units`; None if exhaustive
     rule: ContextRule
+    corpus: Corpus
+    keys: np.ndarray | None  # sampled modes: the distinct drawn units' keys (first target position), sorted
+    draws: np.ndarray | None  # per draw, in sampling order: index of its unit in `keys`; None if exhaustive
+
+    def units(self, indices: np.ndarray | None = None) -> Iterable[Unit]:
+        """Exhaustive: every unit of the corpus (an iterator); sampled: the units at these indices of `keys`."""
+        if self.draws is None:
+            return self.rule.exhaustive_units(self.corpus)
+        return [self.rule.unit_at(self.corpus, int(self.keys[i])) for i in indices]
 
 
 def plan_units(req: BoundRequest, corpus: Corpus, rng: np.random.Generator) -> UnitPlan:
     """Draw the units (with replacement) and keep each distinct one once: duplicates cost no forward pass."""
     rule = req.context_rule()
     if req.mode == "exhaustive":
-        return UnitPlan(rule.exhaustive_units(corpus), corpus.n_tokens, None, rule)
-    units, draws = rule.sample(corpus, req.samples, rng)
-    return UnitPlan(units, sum(u.n_targets for u in units), draws, rule)
+        return UnitPlan(rule, corpus, None, None)
+    return UnitPlan(rule, corpus, *rule.draw(corpus, req.samples, rng))
 
 
 def compute_bound(req: BoundRequest) -> dict:
@@ -76,47 +84,108 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
     plan = plan_units(req, corpus, stream(req.seed, BOUND_UNITS))
     eb = req.method == "eb"
     statistics = StatisticSet(tuple(req.alphas), tuple(req.ks), hypothesis.model.vocab_size, centred=eb)
-    scored = score_plan(
-        hypothesis.model,
-        plan.units,
-        statistics,
-        exhaustive=plan.draws is None,
-        max_tokens=req.batch_tokens,
-        pad_id=corpus.eot,
-        progress=req.progress,
-        total_targets=plan.n_targets,
-    )
-    if plan.draws is None and scored.scored_targets != corpus.n_tokens:
-        raise RuntimeError(f"exhaustive scoring covered {scored.scored_targets} of {corpus.n_tokens} tokens")
     lambdas = np.asarray(req.lambdas if req.lambdas is not None else default_lambda_grid())
-    split = report_delta_split(
+    split = report_delta_split(  # fixed before any draw: with --target-slack, s is the horizon --samples
         req.delta,
-        len(req.alphas) + len(req.ks),
+        statistics.size,
         complexity_nats=hypothesis.prior.complexity_nats,
         m=corpus.n_tokens,
         s=None if plan.draws is None else len(plan.draws),
         n_points=len(lambdas) + 1 if eb else 1,
         data_choice_bits=hypothesis.prior.data_choice_bits,
     )
-    results, units = _rows(req, hypothesis, corpus.n_tokens, plan, statistics, scored.sums, split, lambdas)
-    report = _report(req, hypothesis, corpus, plan, scored, split, lambdas, results)
+    bound = functools.partial(_rows, req, hypothesis, corpus.n_tokens, statistics, split, lambdas)
+    score = functools.partial(
+        score_plan,
+        hypothesis.model,
+        statistics=statistics,
+        max_tokens=req.batch_tokens,
+        pad_id=corpus.eot,
+        progress=req.progress,
+    )
+    stopping = None
+    if plan.draws is None:
+        scored = score(plan.units(), exhaustive=True, total_targets=corpus.n_tokens)
+        if scored.scored_targets != corpus.n_tokens:
+            raise RuntimeError(f"exhaustive scoring covered {scored.scored_targets} of {corpus.n_tokens} tokens")
+        (results, units), distinct = bound(scored.sums, None), None
+    else:
+        scored, (results, units), distinct, stopping = _sampled_rounds(req, plan, score, bound)
+    report = _report(req, hypothesis, corpus, plan, scored, split, lambdas, results, distinct, stopping)
     check_finite(report)  # a NaN or infinity here is a bug: refuse it rather than print or write it
     return report, units
 
 
+def _sampled_rounds(req, plan: UnitPlan, score, bound):
+    """Score the draws, in one round, or (--target-slack) in rounds until the best bits row is tight enough.
+
+    A round scores the distinct units its draws need that no earlier round scored, so no unit is scored twice.
+    Returns the scores, the rows and units of the round it stopped at, its distinct units and the stopping record.
+    """
+    horizon = len(plan.draws)
+    row_of = np.full(len(plan.keys), -1, dtype=np.int64)  # each distinct unit's row among those scored so far
+    parts: list[ScoredUnits] = []
+    outcome = {}
+
+    def slack_after(t: int) -> float:
+        needed = np.unique(plan.draws[:t])
+        new = needed[row_of[needed] < 0]
+        if len(new):
+            units = plan.units(new)
+            parts.append(score(units, exhaustive=False, total_targets=sum(u.n_targets for u in units)))
+            row_of[new] = np.arange(len(new)) + sum(len(p.sums) for p in parts[:-1])
+        sums = UnitSums.concat([p.sums for p in parts])
+        draws = row_of[plan.draws[:t]]
+        outcome.update(rows=bound(sums.take(draws), draws, horizon=horizon if req.target_slack else None))
+        outcome.update(distinct=int(len(needed)))
+        best = min((r for r in outcome["rows"][0] if r["statistic"] == "bits_per_token"), key=lambda r: r["bound"])
+        return best["subsampling_term"]
+
+    stopping = None
+    if req.target_slack is None:
+        slack_after(horizon)
+    else:
+        used, slacks = sample_until(slack_after, round_schedule(horizon), req.target_slack)
+        stopping = {
+            "target_slack": req.target_slack,
+            "target": "the subsampling term of the best bits_per_token row (smallest bound) after each round",
+            "rounds": [{"draws": t, "slack": x} for t, x in zip(round_schedule(horizon), slacks, strict=False)],
+            "used": used,
+            "horizon": horizon,
+            "stopped": "target met" if slacks[-1] <= req.target_slack else "--samples reached",
+            "validity": "betting UCB with bets tuned for the horizon --samples, fixed in advance: valid at any "
+            "stopping round (Ville's inequality); the delta split was fixed with s = --samples "
+            "(tokenbounds.stats.stopping)",
+        }
+    scored = ScoredUnits(
+        UnitSums.concat([p.sums for p in parts]),
+        input_tokens=sum(p.input_tokens for p in parts),
+        seconds=sum(p.seconds for p in parts),
+    )
+    return scored, outcome["rows"], outcome["distinct"], stopping
+
+
 def _rows(
-    req, hypothesis, m: int, plan: UnitPlan, statistics: StatisticSet, sums: UnitSums, split: ReportSplit, lambdas
+    req,
+    hypothesis,
+    m: int,
+    statistics: StatisticSet,
+    split: ReportSplit,
+    lambdas,
+    sums: UnitSums,
+    draws,
+    horizon: int | None = None,
 ):
     """Every statistic's report row (each alpha, then each k) and, when sampled, the per-unit values behind them.
 
-    Sampled: the value of draw t is the mean loss of the unit it drew (in sampling order); exhaustive: the exact
-    empirical risk, sum of losses / m.
+    sums: sampled (draws given), one row per draw in sampling order (the unit it drew); exhaustive, the corpus
+    totals. A draw's value is its unit's mean loss; the exhaustive empirical risk is sum of losses / m. horizon:
+    the draws are a stopping time <= horizon (--target-slack), so the UCBs take their anytime-valid form.
     """
-    sampled = plan.draws is not None
-    drawn = sums.take(plan.draws) if sampled else sums.total()
+    sampled = draws is not None
     results, units_loss, units_sq = [], [], []
     for j, (a, width) in enumerate(statistics.ranges()):
-        loss_in, sq_in = drawn.unit_means(j)
+        loss_in, sq_in = sums.unit_means(j)
         if sampled:
             units_loss.append(loss_in)
             units_sq.append(sq_in)
@@ -134,6 +203,7 @@ def _rows(
             delta2=split.delta2 if sampled else None,
             ucb=req.subsample_ucb if sampled else None,
             lambdas=lambdas,
+            horizon=horizon,
         )
         alpha_or_k = j < len(statistics.alphas)
         statistic, param = (
@@ -145,13 +215,13 @@ def _rows(
         results.append({"statistic": statistic, **param, "loss_min": a, "loss_range": width, **b.row(), **spread})
     if not sampled:
         return results, None
-    units = {"statistics": np.array(statistics.labels()), "unit_loss": np.stack(units_loss), "draws": plan.draws}
+    units = {"statistics": np.array(statistics.labels()), "unit_loss": np.stack(units_loss), "draws": draws}
     if statistics.centred:
         units["unit_sq"] = np.stack(units_sq)
     return results, units
 
 
-def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored: ScoredUnits, split, lambdas, results) -> dict:
+def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, lambdas, results, distinct, stopping):
     sampled, prior, vocab = plan.draws is not None, hypothesis.prior, hypothesis.model.vocab_size
     best = min((r for r in results if r["statistic"] == "bits_per_token"), key=lambda r: r["bound"])
     n_scored, seconds = scored.scored_targets, scored.seconds
@@ -160,8 +230,9 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored: ScoredUni
         "mode": req.mode,
         "delta": req.delta,
         "n_tokens": corpus.n_tokens,
-        "samples": None if plan.draws is None else len(plan.draws),
-        "distinct_units": len(plan.units) if sampled else None,
+        "samples": None if not sampled else stopping["used"] if stopping else len(plan.draws),
+        "distinct_units": distinct,
+        "target_slack": stopping,
         "vocab_size": vocab,
         "log2_vocab": math.log2(vocab),
         "message_bits": prior.message_bits,

@@ -15,7 +15,7 @@ from tokenbounds.config import flag, parse_config
 from tokenbounds.data.units import ContextRule
 from tokenbounds.errors import UserError
 from tokenbounds.stats.lambda_grid import check_lambda_grid
-from tokenbounds.stats.subsample import UCBS
+from tokenbounds.stats.subsample import ANYTIME_UCBS, UCBS
 
 DEFAULT_ALPHAS = (1e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.25, 0.5)
 DEFAULT_KS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100)
@@ -92,6 +92,14 @@ class BoundRequest:
         group=BOUND,
         help="upper confidence bound for the subsampled empirical risk: hoeffding (the paper's), maurer-pontil "
         "(empirical Bernstein), betting (Waudby-Smith & Ramdas 2024, running intersection)",
+    )
+    target_slack: float | None = flag(
+        None,
+        metavar="EPS",
+        group=BOUND,
+        help="sample in rounds (64, 128, 256, ... draws, up to --samples) and stop at the first round where the best "
+        "bits-per-token row's subsampling term is <= EPS bits; with the betting UCB's anytime-valid form (bets tuned "
+        "for --samples, fixed in advance), so stopping on the data keeps every reported number's guarantee",
     )
     alphas: tuple[float, ...] = flag(DEFAULT_ALPHAS, metavar="A1,A2,...", group=BOUND, help="smoothing weights")
     ks: tuple[int, ...] = flag(DEFAULT_KS, name="--topk", metavar="K1,K2,...", group=BOUND, help="k values of top-k")
@@ -202,6 +210,16 @@ def validate(req: BoundRequest) -> ContextRule:
         raise UserError(f"--samples must be > 0, got {req.samples}")
     if req.mode != "exhaustive" and req.subsample_ucb == "maurer-pontil" and req.samples < 2:
         raise UserError("--subsample-ucb maurer-pontil needs --samples >= 2 (it estimates a variance)")
+    if req.target_slack is not None:
+        if not (req.target_slack > 0 and math.isfinite(req.target_slack)):
+            raise UserError(f"--target-slack must be a positive number of bits, got {req.target_slack}")
+        if req.mode == "exhaustive":
+            raise UserError("--target-slack stops sampling early: it needs a sampled mode (token or block)")
+        if req.subsample_ucb not in ANYTIME_UCBS:
+            raise UserError(
+                f"--target-slack needs an anytime-valid UCB ({', '.join(ANYTIME_UCBS)}): the {req.subsample_ucb} "
+                "interval is valid at one sample size fixed in advance, not at a size chosen by looking at the draws"
+            )
     if not req.alphas:
         raise UserError("the alpha grid is empty")
     for alpha in req.alphas:

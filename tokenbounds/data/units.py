@@ -193,12 +193,12 @@ class ContextRule:
         (shard,), (local,) = corpus.locate(np.array([position]))
         return block_unit(corpus, int(shard), int(local) // self.stride, self.context, self.stride)
 
-    def sample(self, corpus: Corpus, samples: int, rng: np.random.Generator) -> tuple[list[Unit], np.ndarray]:
-        """(distinct units, index into them of each of the `samples` draws, in sampling order).
+    def draw(self, corpus: Corpus, samples: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct unit keys, sorted; index into them of each of the `samples` draws, in sampling order).
 
         A uniform position drawn over all m tokens picks a token (document) or the block holding it (block: so a
-        block is drawn with probability length / m). Memory and time are O(samples), whatever the corpus size.
-        Duplicates are scored once.
+        block is drawn with probability length / m). A unit's key is its first target's position, and
+        `unit_at(corpus, key)` builds it. Memory and time are O(samples), whatever the corpus size.
         """
         positions = sample_positions(corpus, samples, rng)
         if self.kind == "document":
@@ -207,7 +207,15 @@ class ContextRule:
             shard, local = corpus.locate(positions)
             keys = corpus.offsets[shard] + (local // self.stride) * self.stride  # the first position of the block
         distinct, draws = np.unique(keys, return_inverse=True)
-        return [self.unit_at(corpus, int(p)) for p in distinct], draws.reshape(-1)
+        return distinct, draws.reshape(-1)
+
+    def sample(self, corpus: Corpus, samples: int, rng: np.random.Generator) -> tuple[list[Unit], np.ndarray]:
+        """(distinct units, index into them of each draw, in sampling order): `draw`, with the units built.
+
+        Duplicates are scored once.
+        """
+        keys, draws = self.draw(corpus, samples, rng)
+        return [self.unit_at(corpus, int(k)) for k in keys], draws
 
     def exhaustive_units(self, corpus: Corpus) -> Iterator[Unit]:
         """Every token of the corpus exactly once, under this rule."""

@@ -95,11 +95,14 @@ def statistic_bound(
     delta2: float | None = None,
     ucb: str | None = None,
     lambdas=None,
+    horizon: int | None = None,
 ) -> StatisticBound:
     """The bound of one statistic (batched over leading axes).
 
     Sampled (ucb given): unit_loss, unit_sq of shape (..., s), one value per sampled unit in sampling order
     (unit_sq: the unit's mean of ((c - l)/Delta)^2, eb only); delta2 is this statistic's subsampling share.
+    horizon (sampled, betting only): s is a stopping time <= horizon, fixed in advance (`--target-slack`); the UCB
+    is then the anytime-valid one (tokenbounds.stats.subsample).
     Exhaustive (ucb None): unit_loss, unit_sq are the exact means over all m tokens, shape (...); delta2 unused.
     """
     if method not in METHODS:
@@ -113,7 +116,7 @@ def statistic_bound(
         complexity = martingale_term(delta_range, complexity_nats, m, delta1)
         if sampled:
             empirical = loss.mean(axis=-1)
-            subsampling = np.asarray(get_ucb(ucb)(loss, a, top, delta2)) - empirical
+            subsampling = np.asarray(get_ucb(ucb, horizon)(loss, a, top, delta2)) - empirical
         else:
             empirical, subsampling = loss, np.zeros(loss.shape)
         shape = np.shape(empirical)
@@ -126,7 +129,7 @@ def statistic_bound(
         grid = check_lambda_grid(lambdas)
         kw = dict(a=a, delta_range=delta_range, complexity_nats=complexity_nats, m=m, lambdas=grid, delta1=delta1)
         if sampled:
-            bound, best, ucb_best = eb_bounds_batch(loss, sq, delta2=delta2, ucb=ucb, **kw)
+            bound, best, ucb_best = eb_bounds_batch(loss, sq, delta2=delta2, ucb=ucb, horizon=horizon, **kw)
             empirical, mean_sq = loss.mean(axis=-1), sq.mean(axis=-1)
         else:
             bound, best = eb_exhaustive_batch(loss, sq, **kw)

@@ -146,12 +146,14 @@ def eb_bounds_batch(
     delta2: float,
     ucb: str = "betting",
     azuma: bool = True,
+    horizon: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vectorised core of `eb_bound` over leading batch axes: unit arrays of shape (..., n), draws in order.
 
     Returns (bound, index of the best candidate, UCB of that candidate's mean), each of shape (...). Index
     k < len(lambdas) is the grid point lambdas[k] (UCB of mean Z); index len(lambdas) is the Azuma point (UCB
-    of the mean loss). azuma=False drops the Azuma point (the union is then over the grid alone).
+    of the mean loss). azuma=False drops the Azuma point (the union is then over the grid alone). horizon: the UCB's
+    anytime-valid form for a data-dependent number of draws (tokenbounds.stats.subsample.get_ucb).
     """
     lam, log_term, n_points = _check_common(complexity_nats, m, delta_range, delta1, lambdas, azuma)
     if not 0.0 < delta2 < 1.0:
@@ -168,7 +170,7 @@ def eb_bounds_batch(
     if azuma:  # one more row: the unit losses themselves, on [a, a + Delta]
         z01 = np.concatenate([z01, ((loss - a) / delta_range)[..., None, :]], axis=-2)
         widths = np.append(z_width, delta_range)
-    ucb01 = np.asarray(get_ucb(ucb)(np.clip(z01, 0.0, 1.0), 0.0, 1.0, delta2 / n_points))
+    ucb01 = np.asarray(get_ucb(ucb, horizon)(np.clip(z01, 0.0, 1.0), 0.0, 1.0, delta2 / n_points))
     ucbs = a + widths * ucb01  # (..., n_points)
     martingale = delta_range * log_term / (lam * m)
     if azuma:

@@ -40,7 +40,16 @@ maximum is over the prefixes of ONE capital process, with ONE sequence of bets f
 bets below are tuned for the final n, which is fixed in advance); taking the best of several processes
 (e.g. bets re-tuned for each prefix length) would be a union bound that is not paid for.
 
-The bets are the paper's predictable plug-in (PrPl) ones tuned for a fixed sample size n,
+Anytime validity (`--target-slack`). Ville's inequality bounds the capital's whole path, so on the same event of
+probability >= 1 - delta, mu is not rejected at ANY t <= n: the UCB computed from the first t draws,
+inf{m : max_{i<=t} K_i(m) >= 1/delta}, holds for every t at once, and so at a stopping time chosen by looking at the
+draws. This needs the bets fixed in advance, i.e. tuned for a horizon N fixed before any draw (the `horizon`
+argument: the most draws the run may take), not re-tuned for the t at which the run stops. Of the UCBs here only
+betting has this property: hoeffding and maurer-pontil are fixed-n intervals, valid at one n chosen in advance;
+re-checked after every round and stopped on, they under-cover (the coverage simulation shows it for maurer-pontil,
+whose width shrinks exactly when the draws happen to be low).
+
+The bets are the paper's predictable plug-in (PrPl) ones tuned for a fixed sample size n (or the horizon N),
 
     mu_hat_t     = (1/2 + sum_{i<=t} x_i) / (t + 1)
     sigma2_hat_t = (1/4 + sum_{i<=t} (x_i - mu_hat_i)^2) / (t + 1)          (sigma2_hat_0 = 1/4)
@@ -75,6 +84,7 @@ bisection (many short rows at once). The bets depend on the order of the draws: 
 were sampled (any fixed order of i.i.d. draws is valid, but it must not be chosen after looking at the values).
 """
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -127,10 +137,16 @@ def maurer_pontil_ucb(values: np.ndarray, lo: float, hi: float, delta: float):
     return _finish(x.mean(axis=-1) + width, lo, hi)
 
 
-def betting_bets(x01: np.ndarray, delta: float) -> np.ndarray:
-    """Predictable plug-in bets lambda_t (before truncation at c/(1-m)) for draws in [0, 1], shape (.., n)."""
-    n = x01.shape[-1]
-    t = np.arange(1, n + 1, dtype=np.float64)
+def betting_bets(x01: np.ndarray, delta: float, horizon: int | None = None) -> np.ndarray:
+    """Predictable plug-in bets lambda_t (before truncation at c/(1-m)) for draws in [0, 1], shape (.., n).
+
+    Tuned for n draws, or for `horizon` >= n when the number of draws is a stopping time (anytime validity).
+    """
+    draws = x01.shape[-1]
+    n = draws if horizon is None else int(horizon)
+    if n < draws:
+        raise ValueError(f"the betting horizon {n} is shorter than the {draws} draws")
+    t = np.arange(1, draws + 1, dtype=np.float64)
     mu_hat = (0.5 + np.cumsum(x01, axis=-1)) / (t + 1.0)
     sigma2_hat = (0.25 + np.cumsum((x01 - mu_hat) ** 2, axis=-1)) / (t + 1.0)
     # lambda_t uses sigma2_hat_{t-1}: shift right by one, with the prior value 1/4 at t = 1
@@ -173,16 +189,19 @@ def betting_ucb(
     *,
     truncation: float = BETTING_TRUNCATION,
     running_max: bool = True,
+    horizon: int | None = None,
 ):
     """Waudby-Smith & Ramdas betting UCB (one-sided, bets tuned for the fixed n, running intersection).
 
-    Draws in sampling order. `truncation` (c) and `running_max` (False: the final capital only, as before
-    the running intersection) are for studies; the defaults are the registered bound.
+    Draws in sampling order. `horizon`: bets tuned for that many draws, fixed in advance, so that the UCB holds at
+    a data-dependent stopping time <= horizon (the module docstring). `truncation` (c) and `running_max` (False:
+    the final capital only, as before the running intersection) are for studies; the defaults are the registered
+    bound.
     """
     if not 0.0 < truncation < 1.0:
         raise ValueError(f"the betting truncation must lie in (0, 1), got {truncation}")
     x = _check(values, lo, hi, delta)
-    bets = betting_bets(x, delta)
+    bets = betting_bets(x, delta, horizon)
     threshold = np.log(1.0 / delta)
     kw = {"truncation": float(truncation), "running_max": bool(running_max)}
     if x.ndim == 1:
@@ -211,9 +230,18 @@ UCBS: dict[str, UcbFunction] = {
 }
 
 
-def get_ucb(name: str) -> UcbFunction:
-    """The UCB registered under `name` (hoeffding, maurer-pontil, betting)."""
+ANYTIME_UCBS = ("betting",)  # valid at a stopping time when given a horizon fixed in advance
+
+
+def get_ucb(name: str, horizon: int | None = None) -> UcbFunction:
+    """The UCB registered under `name` (hoeffding, maurer-pontil, betting); with a horizon, the anytime-valid
+    form (betting only), for draws whose number is a stopping time <= horizon."""
     try:
-        return UCBS[name]
+        ucb = UCBS[name]
     except KeyError:
         raise ValueError(f"unknown subsampling UCB {name!r}; choose one of {', '.join(UCBS)}") from None
+    if horizon is None:
+        return ucb
+    if name not in ANYTIME_UCBS:
+        raise ValueError(f"the {name} UCB is a fixed-n interval: it has no anytime-valid form")
+    return functools.partial(ucb, horizon=int(horizon))
