@@ -24,9 +24,8 @@ def main(argv=None) -> int:
     if args.trials < 1:
         parser.error("--trials must be >= 1")
     rows, start = [], time.perf_counter()
-    print(
-        f"{'setting':<15} {'method':<26} {'rounds':>6} {'delta':>6} {'miss@EPS':>9} {'miss@adv':>9} {'allowed':>8}  verdict"
-    )
+    header = ("setting", "method", "rounds", "delta", "miss@EPS", "miss@adv", "allowed")
+    print("{:<15} {:<26} {:>6} {:>6} {:>9} {:>9} {:>8}  verdict".format(*header))
     for setting in SETTINGS:
         for r in run_stopping_setting(setting, args.trials):
             bad = max(r["miss_rate_target_slack"], r["miss_rate_adversary"]) > r["allowance"]
@@ -35,7 +34,8 @@ def main(argv=None) -> int:
             rows.append(r)
             print(
                 f"{r['setting']:<15} {r['method']:<26} {r['rounds']:>6} {r['delta']:>6} "
-                f"{r['miss_rate_target_slack']:>9.4f} {r['miss_rate_adversary']:>9.4f} {r['allowance']:>8.4f}  {verdict}",
+                f"{r['miss_rate_target_slack']:>9.4f} {r['miss_rate_adversary']:>9.4f} {r['allowance']:>8.4f}  "
+                f"{verdict}",
                 flush=True,
             )
     print(f"\n{args.trials} trials per setting, {time.perf_counter() - start:.0f} s in all")
