@@ -19,10 +19,12 @@ devices, batch sizes, progress bars. A study's own rows may differ in anything (
 pays for its rows); runs are compared by the set of values their rows take, so two studies varying the context
 over the same values merge.
 
-Each row holds on its own with probability >= 1 - delta (a study row, priced with log2 R extra bits for its R rows,
-with >= 1 - delta / R). By a union bound, all rows of the table hold together with probability >= 1 - (the sum of
-the runs' failure probabilities): a plain report's delta, a study's rows' delta / R each. That covers the runs
-given here, not runs left out after seeing them.
+How surely the table holds. A report's numbers all hold together with probability >= 1 - delta. A study's row paid
+log2 R extra bits for its study's R rows (complexity and subsampling delta), so on its own it fails with probability
+<= delta / R, and its study's rows all hold together with >= 1 - delta. By a union bound, every row of the table
+holds together with probability >= 1 - (the sum of the runs' failure probabilities): a report's delta, a study's
+delta / R per row, and a study row given alone its whole delta (it may have been picked from its study by its
+bound). That covers the runs given here, not runs left out after seeing them.
 """
 
 import json
@@ -193,6 +195,9 @@ def _paid(value: dict, where: str) -> float:
 
 def _study_row_run(record: dict, path: Path) -> Run:
     row = row_from_report(record["report"], str(path), record, _paid(record["bound"], str(path)))
+    # Not delta / R: a row taken out of its study may have been chosen by its bound, so it is worth the whole
+    # study's union (R rows at delta / R each).
+    row["failure"] = record["report"]["delta"]
     return Run(str(path), "study row", [row], row["failure"])
 
 
@@ -345,7 +350,8 @@ def format_report(merged: dict, plots: list[str]) -> str:
         "",
         f"{_count(len(rows), 'row')} from {_count(len(runs), 'run')}. Bounds in bits per token (rounded up), each "
         "at its row's best alpha, a choice its report's union paid for. Each row holds on its own with probability "
-        f">= 1 - delta (a study's row, which paid log2(rows) extra bits, >= 1 - delta / rows). {together}",
+        ">= 1 - delta; a study's rows, which paid log2(rows) extra bits each, hold all together with probability "
+        f">= 1 - delta. {together}",
         "",
         "Shared by every row: " + "; ".join(f"{f} {show(f, v)}" for f, v in merged["shared"].items()) + ".",
         "",

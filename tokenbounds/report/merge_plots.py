@@ -18,8 +18,9 @@ BOUND, EMPIRICAL = "bound", "empirical"
 
 
 def _name(text: str) -> str:
-    """A file-name-safe form of a run's name or a group."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name or text).strip("_") or "run"
+    """A file-name-safe form of a run's name (a.json: a) or a group."""
+    name = Path(text).stem if text.endswith(".json") else Path(text).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name or text).strip("_") or "run"
 
 
 def _pyplot():
