@@ -238,6 +238,8 @@ def test_bad_reports_are_refused(reports, tmp_path, capsys):
     nan = tmp_path / "nan.json"
     nan.write_text(text.replace('"empirical": ', '"empirical": NaN, "was": ', 1))
     refused([nan], out, capsys, "is not a readable JSON file", "NaN")
+    nan.write_text(text.replace('"empirical": ', '"empirical": 1e999, "was": ', 1))
+    refused([nan], out, capsys, "is not a readable JSON file", "1e999 overflows")
     incomplete = load(reports["a"])
     del incomplete["data"]
     (tmp_path / "incomplete.json").write_text(json.dumps(incomplete))

@@ -28,6 +28,7 @@ bound). That covers the runs given here, not runs left out after seeing them.
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -106,10 +107,18 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
 def read_json(path: Path) -> dict:
-    """A JSON object from `path`; NaN and Infinity (Python's json reads them) are refused, like any non-JSON."""
+    """A JSON object from `path`; NaN and Infinity (Python's json reads them, and 1e999 as inf) are refused, like
+    any non-JSON."""
     try:
-        value = json.loads(path.read_text(), parse_constant=_refuse_constant)
+        value = json.loads(path.read_text(), parse_constant=_refuse_constant, parse_float=_finite)
     except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise UserError(f"{path} is not a readable JSON file ({err})") from None
     if not isinstance(value, dict):

@@ -44,7 +44,7 @@ def _save(plt, fig, ax, path: Path, xlabel: str, title: str) -> Path:
 
 
 def _log_x_if_wide(ax, xs: list[float]) -> None:
-    if min(xs) > 0 and max(xs) >= 100 * min(xs):  # two decades or more: a linear axis crowds the small values
+    if min(xs) > 0 and max(xs) >= 10 * min(xs):  # a decade or more: a linear axis crowds the small values
         ax.set_xscale("log")
 
 
