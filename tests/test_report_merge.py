@@ -225,6 +225,7 @@ def test_bad_studies_are_refused(study, tmp_path, capsys):
     refused([copy], out, capsys, "missing rows/time-step25.json")
     (copy / "study.json").unlink()
     refused([copy], out, capsys, "unfinished study")
+    refused([tmp_path], out, capsys, f"{copy} holds an unfinished study")  # in a directory of runs: not left out
 
 
 def test_bad_reports_are_refused(reports, tmp_path, capsys):

@@ -1,7 +1,8 @@
 """`tokenbounds report`: bound reports and studies merged into one table, refusing to mix what should not be mixed.
 
 A run is one bound report (`bound --json`), one study row (a study's rows/KEY.json) or one study directory (its
-study.json and rows/); a directory of such files is read in name order. Every merged row is one bound report.
+study.json and rows/); a directory of them is read in name order (an unfinished study there is refused, not left
+out). Every merged row is one bound report.
 
 What the rows must share (COMPARED), unless named in `differ` (then each such field is a column):
 
@@ -255,14 +256,22 @@ def _runs_at(path: Path) -> list[Run]:
         return [_read_file(path)]
     if (path / STUDY_FILE).is_file():
         return [read_study(path)]
-    if (path / STUDY_CONFIG).is_file() and (path / "rows").is_dir():
+    if _unfinished_study(path):
         raise UserError(f"{path} holds an unfinished study (no {STUDY_FILE}): finish it with `tokenbounds study "
                         "... --resume` first")  # fmt: skip
-    found = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
-    found += sorted(p for p in path.iterdir() if (p / STUDY_FILE).is_file())
+    # Reports and studies, finished or not (an unfinished one is refused, not left out); other folders are not runs.
+    found = sorted(
+        p
+        for p in path.iterdir()
+        if (p.is_file() and p.suffix == ".json") or (p / STUDY_FILE).is_file() or _unfinished_study(p)
+    )
     if not found:
         raise UserError(f"{path} holds no bound report (*.json) and no study directory")
-    return [run for p in sorted(found) for run in _runs_at(p)]
+    return [run for p in found for run in _runs_at(p)]
+
+
+def _unfinished_study(path: Path) -> bool:
+    return (path / STUDY_CONFIG).is_file() and (path / "rows").is_dir() and not (path / STUDY_FILE).is_file()
 
 
 def read_runs(paths: list[str]) -> list[Run]:
