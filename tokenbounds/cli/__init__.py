@@ -13,7 +13,7 @@ import sys
 from tokenbounds.errors import UserError
 
 # Modules under tokenbounds.cli, in the order --help lists them.
-COMMANDS = ["quickstart", "prepare", "train", "quantize", "size", "bound", "study"]
+COMMANDS = ["quickstart", "prepare", "train", "quantize", "size", "bound", "study", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
