@@ -28,7 +28,11 @@ class FinetuneStudyConfig:
         None, help="the same model fine-tuned for dialogue (e.g. LLaMA-2-chat)", metavar="PATH", default_text="none"
     )
     data: str | None = flag(
-        None, help="token shards of the pretraining-like corpus both are bounded on", metavar="PATH", group=PAIR
+        None,
+        help="token shards of the pretraining-like corpus both are bounded on",
+        metavar="PATH",
+        group=PAIR,
+        default_text="none: required with --base",
     )
     context: int = flag(PairConfig.context, help="context length L", metavar="L", group=PAIR)
     stride: int = flag(PairConfig.stride, help="scored block length, a divisor of --context", metavar="S", group=PAIR)
