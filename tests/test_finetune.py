@@ -64,11 +64,11 @@ Nay, good, be patient.
 def test_speakers_turns_and_dialogues_from_a_play():
     assert all(map(is_speaker, ["HAMLET.", "KING OF FRANCE.", "Ham.", "First Serv.", "HELENA", "Lady M."]))
     assert not any(map(is_speaker, ["ACT I.", "SCENE II. Rome.", "[Exit.]", "Stay, though thou kill me.", ""]))
-    assert speech("First Lord.\nGood, speak\n[Aside.] fall to't.\n") == "Good, speak"
+    assert speech("First Lord.\nGood, speak\n[Aside.] fall to't.\n[Exit.]\n[Enter") == "Good, speak\nfall to't."
     assert speech("Boatswain!") is None and speech("[Enter MASTER.]\nand others") is None
     # a scene heading ends a dialogue; the lone verse line is no turn; at most max_turns per dialogue
     assert dialogues(PLAY, max_turns=8) == [
-        ["Boatswain!", "Here, master: what cheer?", "Good, speak to the mariners:"],
+        ["Boatswain!", "Here, master: what cheer?", "Good, speak to the mariners:\nfall to't yarely."],
         ["If by your art, my dearest father,\nyou have put the wild waters in this roar.", "Be collected.",
          "Nay, good, be patient."],
     ]  # fmt: skip

@@ -7,10 +7,10 @@ are what is said:
     To be, or not to be,    ...                      ...             Stay, though thou kill me, sweet Demetrius.
 
 A heading is either capitals (with spaces, apostrophes, hyphens, an optional final period) or up to three
-capitalised words ending in a period ("Ham.", "First Serv.", "Lady M."), at most 40 characters. Lines of a speech
-that open a stage direction ("[Aside.]") are dropped; a paragraph of anything else (stage directions, verse of the
-poems, titles) is not a turn. An act or scene heading ends a dialogue, and a dialogue holds at most `max_turns`
-consecutive turns. The sonnets and poems have no speakers and give no dialogue.
+capitalised words ending in a period ("Ham.", "First Serv.", "Lady M."), at most 40 characters. Stage directions
+within a speech ("[Aside.]") are cut out, and a line opening one that runs on is dropped; a paragraph of anything
+else (stage directions, verse of the poems, titles) is not a turn. An act or scene heading ends a dialogue, and a
+dialogue holds at most `max_turns` consecutive turns. The sonnets and poems have no speakers and give no dialogue.
 
 Each dialogue is rendered as alternating user / assistant messages in ChatML (the speakers' names dropped: the
 roles replace them), one document of the fine-tuning corpus:
@@ -32,6 +32,7 @@ from pathlib import Path
 ROLES = ("user", "assistant")
 CAPITALS = re.compile(r"[A-Z][A-Z0-9 ,'&-]*[A-Z]\.?")
 ABBREVIATED = re.compile(r"[A-Z][a-z]*\.?( [A-Z][a-z]*\.?){0,2}\.")
+STAGE_DIRECTION = re.compile(r"\[[^\]]*\]")  # "[Aside.]" within a line of speech
 DIALOGUE_BREAK = re.compile(r"(ACT|SCENE) [IVXLC]+\b")
 MAX_HEADING = 40
 
@@ -44,12 +45,12 @@ def is_speaker(line: str) -> bool:
 
 
 def speech(paragraph: str) -> str | None:
-    """The words of a speaker's paragraph (its heading and stage-direction lines dropped), or None if not a turn."""
+    """The words of a speaker's paragraph (its heading and stage directions dropped), or None if not a turn."""
     lines = [line.strip() for line in paragraph.strip("\n").split("\n")]
     if len(lines) < 2 or not is_speaker(lines[0]):
         return None
-    said = [line for line in lines[1:] if line and not line.startswith("[")]
-    return "\n".join(said) or None
+    said = [STAGE_DIRECTION.sub("", line).strip() for line in lines[1:] if not line.startswith("[") or "]" in line]
+    return "\n".join(line for line in said if line) or None
 
 
 def dialogues(text: str, max_turns: int) -> list[list[str]]:
