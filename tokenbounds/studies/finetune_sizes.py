@@ -2,9 +2,10 @@
 
 default: the quickstart's model (4 x 128 GPT over bytes, context 128, SubLoRA with LoRA r16 factors behind a seeded
     projection, d = 10,000, z coded at 16 uniform levels) on a 400-step schedule instead of the quickstart's 1,000,
-    fine-tuned for 200 steps on the plays' dialogue turns in ChatML, 2,000 blocks per bound; README gives its wall
-    time.
-smallest: a 1 x 32 GPT, 40 + 20 steps, 64 blocks: seconds, for CI; its bounds are valid but far from tight.
+    fine-tuned for 200 steps on the plays' dialogue turns in ChatML, 2,000 blocks per bound. `tokenbounds study
+    finetune --out DIR` on a 2-core AMD EPYC (AVX2) shared with other jobs: 17 min 43 s wall, 272 s of CPU on one
+    thread (so about 5 minutes with a core to itself).
+smallest: a 1 x 32 GPT, 40 + 20 steps, 64 blocks: 7.5 s of CPU, for CI; its bounds are valid but far from tight.
 
 The fine-tuning settings (its steps, a peak learning rate half the base's, dialogues of at most 8 turns) were fixed
 before the study was run, not tuned on its bounds.
