@@ -190,16 +190,16 @@ def test_each_row_is_priced_by_its_own_complete_description(finished):
 
 def test_the_fine_tuned_model_bounded_is_the_one_decoded(finished):
     """Its bound evaluates its own quantized message's z; and that z started from the base's decoded z."""
+    import torch
+
+    from tokenbounds.train.trainer import init_identity
+
     summary = json.loads((finished / "study.json").read_text())
     tuned = summary["results"][1]
     assert tuned["facts"]["coded_as"] == "own z"  # the smallest size's: the delta branch is tested below
     report = json.loads((finished / "rows" / "finetuned.json").read_text())["report"]
     assert report["config"]["model"] == str(finished / "quantized" / "finetuned")
     state = json.loads((finished / "models" / "finetuned" / "train_state.json").read_text())
-    import torch
-
-    from tokenbounds.train.trainer import init_identity
-
     z_base = load_quantized(finished / "quantized" / "base")[0]
     assert state["init"] == init_identity({k: torch.from_numpy(v.copy()) for k, v in z_base.items()})
 
