@@ -6,6 +6,9 @@ Output directory (a checkpoint is always complete: every file is written to a te
   optimizer.pt                   AdamW state and the torch RNG state (tensors only: loads with weights_only=True)
   train_state.json               training config, step, data RNG state, random streams, corpus identity, history
 
+Fine-tuning: `init` (free parameters, e.g. a decoded base model's z) replaces theta_0's free parameters as the
+start; its sha256 is recorded in train_state.json and a resumed run must start from the same.
+
 Deterministic: the same spec, config and corpus give the same free parameters, bit for bit on one machine and
 thread count, and a run resumed from any checkpoint continues exactly as if it had not stopped.
 
@@ -14,6 +17,7 @@ derived from `seed` and a purpose tag (tokenbounds.streams), never from `default
 same seed draws from yet another stream, so its units are independent of the windows the hypothesis was fitted on.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -133,9 +137,23 @@ def read_checkpoint_state(out: Path) -> dict:
     return {**state, "spec": spec}
 
 
-def _check_resumable(out: Path, spec: dict, cfg: TrainConfig, corpus: Corpus) -> dict:
-    """The checkpoint state in `out`, if it is a run of this very spec, config and corpus; else UserError."""
+def init_identity(init: dict[str, torch.Tensor] | None) -> str | None:
+    """sha256 over the names, dtypes, shapes and bytes of the free parameters a run starts from (None: theta_0)."""
+    if init is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(init):
+        value = init[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_resumable(out: Path, spec: dict, cfg: TrainConfig, corpus: Corpus, init: str | None) -> dict:
+    """The checkpoint state in `out`, if it is a run of this very spec, config, corpus and start; else UserError."""
     saved = read_checkpoint_state(out)
+    if saved.get("init") != init:
+        raise UserError(f"cannot resume: the checkpoint in {out} started from other free parameters (init)")
     if saved["spec"] != spec:
         differences = "; ".join(_differences(saved["spec"], spec))
         raise UserError(f"cannot resume: the checkpoint in {out} is for a different model spec ({differences})")
@@ -177,11 +195,13 @@ def train(
     log=print_now,
     extra_state: dict | None = None,
     stop_at_step: int | None = None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train `spec`'s free parameters on `corpus`, writing checkpoints to `out`; returns the final figures.
 
     `extra_state` (JSON-serialisable) is stored in every checkpoint's train_state.json, for the caller.
     `stop_at_step` ends this invocation early, with a checkpoint there, as an interrupted run would; `resume` goes on.
+    `init` (free parameters by name) is where training starts instead of theta_0 (fine-tuning).
     A config without lr takes its default for the spec; train_state.json records the lr used.
     """
     cfg = cfg.for_spec(spec)
@@ -191,8 +211,9 @@ def train(
     corpus.check_vocab(vocab)
     if val_corpus is not None:
         val_corpus.check_vocab(vocab)
+    start = init_identity(init)
     if resume:
-        saved = _check_resumable(out, spec, cfg, corpus)
+        saved = _check_resumable(out, spec, cfg, corpus, start)
     elif holds_something(out):
         raise UserError(
             f"{out} exists and is not empty: choose a new --out, or pass --resume to continue the run in it"
@@ -213,6 +234,8 @@ def train(
         )
     )
     model = build_model(spec)
+    if init is not None:
+        load_free_parameters(model, init)  # refuses tensors that do not match the spec's free parameters
     params = free_parameters(model)
     decay = [p for p in params.values() if p.dim() >= 2]
     no_decay = [p for p in params.values() if p.dim() < 2]
@@ -246,6 +269,8 @@ def train(
 
     base_state = {**(extra_state or {}), "config": cfg.to_dict(), "corpus": _corpus_identity(corpus)}
     base_state["random_streams"] = random_streams(cfg.seed)
+    if start is not None:
+        base_state["init"] = start
 
     model.train()
     val_loss = history[-1]["val_loss"] if history else None
