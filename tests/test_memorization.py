@@ -5,7 +5,10 @@ same result, refusing a corpus without random or structured records and a run di
 
 import json
 import math
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -281,3 +284,16 @@ def test_bad_input_is_one_line_and_writes_nothing(finished, tmp_path, capsys):
                    "n_random: 16 -> 8")  # fmt: skip
     one_line_error(capsys, ["study", "memorization", "--out", str(finished), "--resume"], "size: 'smallest'")
     assert {p: p.read_bytes() for p in finished.rglob("*.json")} == before
+
+
+def test_study_help_does_not_import_torch():
+    code = (
+        "import argparse, sys\n"
+        "from tokenbounds.cli import study\n"
+        "p = argparse.ArgumentParser(); study.add_parser(p.add_subparsers())\n"
+        "try:\n    p.parse_args(['study', 'memorization', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules and 'matplotlib' not in sys.modules, 'heavy import'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "--n-random" in done.stdout and "--size {smallest,default,paper}" in done.stdout

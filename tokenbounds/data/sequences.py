@@ -45,6 +45,7 @@ from tokenbounds.streams import DATA_SEQUENCES, describe, stream
 
 FAMILIES = ("progression", "motif", "sorted run")
 HOLDOUT_EVERY = 5  # 1 in 5 parameter sets is held out
+MAX_DRAWS = 1000  # draws of a record's parameters before its family is declared too small to split
 TOKENIZER = "integer-sequences"
 EVAL_FILE = "eval.npz"  # beside the shards: the recall table and the held-out structured records
 
@@ -139,9 +140,13 @@ def _structured(cfg: SequenceConfig, n: int, want_held_out: bool, rng: np.random
     rows[:, 0] = cfg.pattern
     for k in range(n):
         family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-        params = _draw_params(cfg, family, rng)
-        while held_out(family, params) != want_held_out:
+        for _ in range(MAX_DRAWS):
             params = _draw_params(cfg, family, rng)
+            if held_out(family, params) == want_held_out:
+                break
+        else:
+            side = "held-out" if want_held_out else "training"
+            raise UserError(f"the {family} family has no {side} sequences at {cfg.n_values} values: use more values")
         rows[k, 1:] = structured_values(family, params, cfg.prompt + cfg.continuation, cfg.n_values)
     return rows
 

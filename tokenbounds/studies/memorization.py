@@ -65,6 +65,11 @@ FLOAT32 = "float32 tar.gz"
 CODINGS = ("uniform", "k-means")
 ACCURACIES = ("recall", "pattern")
 FINDING_FILE = "finding.json"
+HALF_POINT_RULE = (
+    "bits per parameter at which an accuracy first falls to half its float32 value, walking down from float32 "
+    "through decreasing levels, interpolated linearly in log2(bits per parameter); recall degrades faster when its "
+    "half-point lies at more bits per parameter"
+)
 EVAL_BATCH = 512
 
 
@@ -199,7 +204,7 @@ def _rows(cfg: MemorizationConfig) -> list[Row]:
 
         return row
 
-    rows = [Row("float32", GROUP, "float32 z, tar.gz", {"levels": None, "coding": FLOAT32}, float32)]
+    rows = [Row("float32", GROUP, "float32, tar.gz", {"levels": None, "coding": FLOAT32}, float32)]
     for levels in sorted(set(cfg.levels), reverse=True):
         for kmeans, coding in zip((False, True), CODINGS, strict=True):
             key = f"L{levels}-{'kmeans' if kmeans else 'uniform'}"
@@ -210,9 +215,11 @@ def _rows(cfg: MemorizationConfig) -> list[Row]:
 
 def memorization_study(cfg: MemorizationConfig, size: str, extra_bits: float = 0.0) -> Study:
     """The study's rows for `cfg`; UserError (before anything is written) when its corpus or model is unusable."""
-    gpt_spec(cfg)  # checks the corpus configuration (random and structured records) and the context
-    if not cfg.levels or min(cfg.levels) < 2:
-        raise UserError(f"levels must be integers >= 2, got {cfg.levels}")
+    spec = gpt_spec(cfg)  # checks the corpus configuration (random and structured records) and the context
+    arch = spec["arch"]
+    smallest = min(arch["vocab_size"], arch["context"], arch["n_embd"]) * arch["n_embd"]  # entries of a matrix
+    if not cfg.levels or min(cfg.levels) < 2 or max(cfg.levels) > smallest:
+        raise UserError(f"levels must be integers from 2 to {smallest} (the smallest weight matrix), got {cfg.levels}")
     config = {"size": size, **asdict(cfg)}
     return Study("memorization", config, _rows(cfg), extra_bits=extra_bits, setup=_setup(cfg), plots=PLOTS)
 
@@ -286,7 +293,7 @@ def _format_point(point) -> str:
 def write_finding(summary: dict, out: str | Path) -> dict:
     """finding.json, a '## finding' section at the end of study.md, and plots/accuracy.png; returns the finding."""
     out = Path(out)
-    finding = {"half_points": half_points(summary), "rule": half_point.__doc__.split(";")[0].strip()}
+    finding = {"half_points": half_points(summary), "rule": HALF_POINT_RULE}
     (out / FINDING_FILE).write_text(json.dumps(finding, indent=2) + "\n")
     lines = ["", "## finding", "", "Bits per parameter at which each accuracy falls to half its float32 value:", "",
              "| coding | recall float32 | recall half-point | pattern float32 | pattern half-point | verdict |",
