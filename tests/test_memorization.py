@@ -234,6 +234,8 @@ def test_best_row_paid_log2_rows(finished):
     assert request.extra_bits == 0
     paid = compute_bound(replace(request, extra_bits=math.log2(ROWS)))
     assert paid["best_bits_per_token"]["bound"] == summary["best"]["bound"]
+    written = json.loads((finished / "rows" / f"{row.key}.json").read_text())["report"]
+    assert written["complexity_nats"] == paid["complexity_nats"] and written["results"] == paid["results"]
     unpaid = compute_bound(request)  # at this size every bound is clipped (vacuous), so compare the terms
     assert paid["complexity_nats"] - unpaid["complexity_nats"] == pytest.approx(math.log2(ROWS) * math.log(2))
     pairs = zip(paid["results"], unpaid["results"], strict=True)
