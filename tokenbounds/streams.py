@@ -23,7 +23,8 @@ TRAIN_EVAL = "train/eval-windows"  # the trainer's held-out evaluation windows
 TRAIN_TORCH = "train/torch"  # dropout and anything else torch draws while training
 QAT_WINDOWS = "qat/windows"  # quantization-aware refinement's batches
 BOUND_UNITS = "bound/units"  # the positions or blocks a bound scores
-PURPOSES = (TRAIN_WINDOWS, TRAIN_EVAL, TRAIN_TORCH, QAT_WINDOWS, BOUND_UNITS)
+DATA_SEQUENCES = "data/sequences"  # the memorization study's generated corpus (data/sequences.py)
+PURPOSES = (TRAIN_WINDOWS, TRAIN_EVAL, TRAIN_TORCH, QAT_WINDOWS, BOUND_UNITS, DATA_SEQUENCES)
 
 
 def _tag(purpose: str) -> int:
