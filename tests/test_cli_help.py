@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from tokenbounds.cli import COMMANDS, build_parser
+from tokenbounds.cli.study import STUDY_MODULES
 
 ROOT = Path(__file__).parents[1]
-VERBS = [[name] for name in COMMANDS] + [["study", "compression"], ["study", "finetune"]]
+VERBS = [[name] for name in COMMANDS] + [["study", "compression"]]
+VERBS += [["study", module.removeprefix("study_")] for module in STUDY_MODULES]
 
 
 def python(code: str) -> subprocess.CompletedProcess:
