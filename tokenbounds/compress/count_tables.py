@@ -35,6 +35,7 @@ import numpy as np
 
 from tokenbounds.compress.coding import decode_symbols, encode_symbols
 from tokenbounds.compress.message import _Reader, _varint
+from tokenbounds.data.ngrams import gram_keys
 from tokenbounds.errors import UserError
 
 FORMAT = "tokenbounds-markov"  # the manifest's format tag of a chain directory (tokenbounds.models.markov)
@@ -97,6 +98,8 @@ def check_table(table: CountTable) -> None:
         raise ValueError("count table ids must lie in [0, V) and counts be >= 1")
     if not table.pseudo_count > 0:
         raise ValueError("the pseudo-count must be > 0")
+    if len(g) > 1 and not np.all(gram_keys(g[1:]) > gram_keys(g[:-1])):
+        raise ValueError("count table grams must be sorted and distinct")
 
 
 def encode(table: CountTable) -> bytes:

@@ -72,14 +72,14 @@ def _merge(keys: np.ndarray, counts: np.ndarray, pending: list[tuple[np.ndarray,
     return merged, total
 
 
-def count_bytes(n_grams: int, order: int) -> int:
+def count_bytes(n_grams: int, order: int, chunk: int = CHUNK) -> int:
     """Upper estimate of the memory `count_grams` needs for a table of n_grams grams of order k, in bytes.
 
     Per gram at the largest merge: keys (4(k+1) bytes) of the table, of the pending chunks (at most as many again),
     of their concatenation and of its sorted copy (6 keys); int64s for the table's and the chunks' counts, their
     concatenation, the sort's permutation, the inverse and the summed counts (9). Plus one chunk's windows.
     """
-    return n_grams * (6 * 4 * (order + 1) + 9 * 8) + CHUNK * (order + 1) * 8 * 4
+    return n_grams * (6 * 4 * (order + 1) + 9 * 8) + chunk * (order + 1) * 8 * 4
 
 
 def max_grams(corpus: Corpus, order: int, vocab: int) -> int:
@@ -89,7 +89,7 @@ def max_grams(corpus: Corpus, order: int, vocab: int) -> int:
 
 def check_memory(corpus: Corpus, order: int, vocab: int, max_memory: int) -> int:
     """The estimate for order k, or a UserError naming it when it exceeds `max_memory` bytes."""
-    need = count_bytes(max_grams(corpus, order, vocab), order)
+    need = count_bytes(max_grams(corpus, order, vocab), order, min(CHUNK, corpus.n_tokens))
     if need > max_memory:
         raise UserError(
             f"a Markov chain of order {order} may need {need / 2**30:.2f} GiB for its counts (up to "

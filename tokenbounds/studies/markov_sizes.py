@@ -1,7 +1,7 @@
 """The Markov study's configuration and its named sizes (no torch here: `study markov --help` lists them).
 
 default: chains of order k in (0, 1, 2, 3, 4, 6, 8, 16) and 2 x 64 dense GPTs with context k (k >= 1), 250 steps of
-    2,048 target tokens each, 16 k-means levels, 10,000 tokens per bound; measured in README (one thread, a shared
+    2,048 target tokens each, 16 k-means levels, 4,000 tokens per bound; measured in README (one thread, a shared
     2-core AVX2 CPU), where it must stay under 15 minutes.
 paper: the paper's scale: GPT-2-small-sized transformers (12 x 768) trained 10,000 steps of 16,384 tokens at each
     context, on a corpus given with --data (OpenWebText in GPT-2 tokens, say); days on a CPU, not measured here.
@@ -29,7 +29,7 @@ class MarkovConfig:
     tokens_per_step: int = 2048  # target tokens per step: ceil(tokens_per_step / k) windows of k + 1 tokens
     warmup: int = 20
     levels: int = 16  # the GPT's weights, coded at this many k-means levels
-    samples: int = 10_000  # tokens drawn per bound (token mode, document rule, context k)
+    samples: int = 4000  # tokens drawn per bound (token mode, document rule, context k)
     delta: float = 0.05
     seed: int = 0
     data: str | None = None  # a shard directory from `prepare`; None: the embedded Shakespeare as bytes
