@@ -11,7 +11,7 @@ import pytest
 from tokenbounds.cli import COMMANDS, build_parser
 
 ROOT = Path(__file__).parents[1]
-VERBS = [[name] for name in COMMANDS] + [["study", "compression"]]
+VERBS = [[name] for name in COMMANDS] + [["study", "compression"], ["study", "markov"]]
 
 
 def python(code: str) -> subprocess.CompletedProcess:

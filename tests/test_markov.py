@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tokenbounds.cli import main
 from tokenbounds.compress import count_tables
 from tokenbounds.compress.coding import entropy_bits
 from tokenbounds.compress.count_tables import CountTable, decode, encode
@@ -197,9 +198,12 @@ def test_too_large_an_order_is_refused_with_its_estimate(corpus_dir, tmp_path):
     assert ngrams.count_bytes(10, 2) > 10 * 3 * 4  # at least the keys
 
 
-def test_bfloat16_is_refused_in_one_line(corpus_dir, tmp_path):
+def test_bfloat16_is_refused_in_one_line(corpus_dir, tmp_path, capsys):
     write_markov(open_corpus(corpus_dir), 1, 1.0, tmp_path / "chain", max_memory=GIB)
     with pytest.raises(UserError, match="cannot run in bfloat16") as err:
         open_model(tmp_path / "chain", "bfloat16")
     assert "\n" not in str(err.value)
+    flags = ["--mode", "token", "--context", "1", "--compute-dtype", "bfloat16"]
+    assert main(["bound", "--model", str(tmp_path / "chain"), "--data", str(corpus_dir), *flags]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0  # one line: no warning about slow bfloat16 before it
     assert math.isfinite(open_model(tmp_path / "chain").logits(torch.tensor([[0, 1]]), torch.tensor([1])).sum())
