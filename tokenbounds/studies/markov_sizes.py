@@ -1,12 +1,12 @@
 """The Markov study's configuration and its named sizes (no torch here: `study markov --help` lists them).
 
 default: chains of order k in (0, 1, 2, 3, 4, 6, 8, 16) and 2 x 64 dense GPTs with context k (k >= 1), 250 steps of
-    2,048 target tokens each, 16 k-means levels, 4,000 tokens per bound; measured in README (one thread, a shared
-    2-core AVX2 CPU), where it must stay under 15 minutes.
-paper: the paper's scale: GPT-2-small-sized transformers (12 x 768) trained 10,000 steps of 16,384 tokens at each
-    context, on a corpus given with --data (OpenWebText in GPT-2 tokens, say); days on a CPU, not measured here.
-smallest: orders (0, 1, 2) on the corpus' first 2 works, 1 x 16 GPTs, 20 steps, 1,000 tokens per bound: seconds,
-    for CI; valid, far from tight.
+    2,048 target tokens each, 16 k-means levels, 4,000 tokens per bound: 15 rows, 4 min 24 s of CPU time with one
+    thread on a 2-core AMD EPYC (AVX2 only), 24 min of wall time while other jobs loaded it (load average ~12).
+paper: paper-scale transformers (12 x 768, GPT-2 small's shape) trained 10,000 steps of 16,384 tokens at each
+    context, orders up to 128, on a corpus given with --data (OpenWebText in GPT-2 tokens, say); not measured.
+smallest: orders (0, 1, 2) on the corpus' first 2 works, 1 x 16 GPTs, 20 steps, 1,000 tokens per bound: about 15 s
+    of CPU time, for CI; valid, far from tight.
 
 The transformer's recipe (dense weights, 16 k-means levels, the trainer's default learning rate for dense weights)
 was fixed before this study ran, not tuned on it: no extra bits are paid for it.
