@@ -7,9 +7,10 @@ per unit, the document rule with L = max(k, 1)), betting UCB, on the training co
     markov-kK   the chain of order k counted from the training shards (tokenbounds.models.markov), additive
                 smoothing with the pseudo-count fixed in the configuration, priced by its coded count table
     gpt-kK      a GPT with k positions (arch context k), trained on windows of k + 1 tokens (each target sees <= k
-                tokens before it), quantized at `levels` k-means levels and priced by its coded message; evaluated
-                under the document rule with L = k, so no prediction sees more than k tokens (k >= 1: a GPT that
-                sees nothing is a unigram table, the order-0 chain)
+                tokens before it; a training window may cross an eot, a bound's context never does), quantized
+                at `levels` k-means levels and priced by its coded message; evaluated under the document rule with
+                L = k, so no prediction sees more than k tokens (k >= 1: a GPT that sees nothing is a unigram
+                table, the order-0 chain)
 
 Every order's memory estimate is checked against `max_memory` before any row runs (tokenbounds.data.ngrams). Builders
 are idempotent: a chain or a quantized model is written under a temporary name and renamed when complete; a GPT
