@@ -36,6 +36,7 @@ from tokenbounds.models.parametrization import (
 )
 from tokenbounds.models.registry import Backend, backend_for, backends, open_model, priced_files, register_backend
 
+from .conftest import write_shards
 from .test_quip import make_stand_in, quip_copy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -110,6 +111,20 @@ def write_trained_gpt(directory: Path, edit=None) -> Path:
     return directory
 
 
+def write_markov_chain(directory: Path, edit=None) -> Path:
+    """What `study markov` leaves for one order: a chain of order 2 counted from a small random corpus."""
+    from tokenbounds.data.shards import open_corpus
+    from tokenbounds.models.markov import write_markov
+
+    tokens = np.random.default_rng(0).integers(0, 40, size=3000)
+    tokens[::50] = 40  # the eot
+    corpus = open_corpus(write_shards(directory.with_name(directory.name + "-data"), [tokens], eot=40, vocab=41))
+    write_markov(corpus, 2, 1.0, directory, max_memory=2**30)
+    if edit is not None:
+        edit(directory)
+    return directory
+
+
 def edited_hf_copy(source: Path, target: Path, edit) -> Path:
     shutil.copytree(source, target)
     tensors = load_file(target / "model.safetensors")
@@ -136,7 +151,7 @@ class Case:
     options: dict = field(default_factory=dict)
 
 
-CASE_IDS = ("hf-directory", "hf-gguf", "trained-gpt", "quantized-gpt", "quantized-hf", "quip-sharp")
+CASE_IDS = ("hf-directory", "hf-gguf", "trained-gpt", "quantized-gpt", "quantized-hf", "quip-sharp", "markov")
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +216,16 @@ def cases(tiny_gpt2, tmp_path_factory) -> dict[str, Case]:
         },
         {"quip_sharp": checkout, "quip_python": sys.executable},
     )
-    built = dict(zip(CASE_IDS, (hf, gguf, trained, quantized_gpt, quantized_hf, quip), strict=True))
+    markov = Case(
+        "tokenbounds-markov",
+        write_markov_chain(root / "markov"),
+        ["counts.tbmc"],
+        {
+            "missing": write_markov_chain(root / "markov-m", lambda d: (d / "counts.tbmc").unlink()),
+            "extra": write_markov_chain(root / "markov-x", lambda d: (d / "extra.bin").write_bytes(b"x")),
+        },
+    )
+    built = dict(zip(CASE_IDS, (hf, gguf, trained, quantized_gpt, quantized_hf, quip, markov), strict=True))
     return built
 
 
@@ -304,6 +328,8 @@ def test_priced_files_are_what_the_price_covers(cases, name):
     assert checkpoint_files(case.path) == files  # what `size` and `bound --checkpoint-size` compress
     if case.backend == "tokenbounds-quantized":  # the prior is the message: 8 bits per byte of these files
         assert 8 * sum(f.stat().st_size for f in files) == read_manifest(case.path)["message_bits"]
+    if case.backend == "tokenbounds-markov":  # the prior is the coded count table
+        assert 8 * files[0].stat().st_size == json.loads((case.path / "markov.json").read_text())["message_bits"]
 
 
 # ------------------------------------------------------------------------------------------------ one meaning

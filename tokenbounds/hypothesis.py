@@ -49,7 +49,12 @@ class Hypothesis:
 def resolve_compute_dtype(requested: str, device: str, backend: Backend) -> tuple[str, str]:
     """(the dtype to run, why). "auto" picks bfloat16 only where it is fast and the backend honours it."""
     if requested != "auto":
-        if requested == "bfloat16" and device == "cpu" and not cpu_has_fast_bf16():
+        if (
+            requested == "bfloat16"
+            and device == "cpu"
+            and not cpu_has_fast_bf16()
+            and requested in backend.compute_dtypes
+        ):
             print(
                 "tokenbounds bound: warning: this CPU has no native bfloat16 (AMX / AVX512-BF16): --compute-dtype "
                 "bfloat16 is exact as asked but can be many times slower than float32 here",

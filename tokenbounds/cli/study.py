@@ -14,7 +14,7 @@ from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
 
 # Every other study is one module under tokenbounds.cli with `add_study(studies)` (its sub-parser, flags and run);
 # adding a study is one file and one name here. Listed in the order --help shows them.
-STUDY_MODULES: tuple[str, ...] = ("study_memorization", "study_finetune")
+STUDY_MODULES: tuple[str, ...] = ("study_markov", "study_memorization", "study_finetune")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """The prior's message length for `bound`, and a JSON-ready record of where it came from. Units: bits.
 
 - a directory from `tokenbounds quantize`: its coded message's length, once `load_quantized` has verified the
-  message, config.json and model.safetensors against each other;
+  message, config.json and model.safetensors against each other; a Markov chain's: its coded count table's;
 - any other model: the compressed size of its priced files (`codecs.checkpoint_size`): by default `gzip -c FILE` /
   `tar -czf`, the paper's recipe.
 """
@@ -10,11 +10,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tokenbounds.compress.codecs import checkpoint_size
+from tokenbounds.compress.count_tables import FORMAT as MARKOV_FORMAT
 from tokenbounds.compress.quantized_dir import is_quantized_dir, load_quantized
 
 
 def quantized_message_bits(model: str | Path, manifest: dict) -> tuple[float, dict]:
-    """The prior of a quantized directory whose manifest `load_quantized` has verified: its coded message's bits."""
+    """The prior of a quantized directory whose manifest `load_quantized` has verified: its coded message's bits
+    (or of a Markov chain whose count-table message its backend has decoded and verified)."""
+    if manifest.get("format") == MARKOV_FORMAT:
+        return float(manifest["message_bits"]), {
+            "source": "Markov count-table message",
+            "message": str(Path(model) / manifest["message"]),
+            "message_sha256": manifest["message_sha256"],
+            "order": manifest["order"],
+            "pseudo_count": manifest["pseudo_count"],
+            "n_grams": manifest["n_grams"],
+            "bits_per_gram": manifest["bits_per_gram"],
+            "required_extra_bits": float(manifest["extra_bits"]),
+        }
     return float(manifest["message_bits"]), {
         "source": "quantized message",
         "message": str(Path(model) / manifest["message"]),

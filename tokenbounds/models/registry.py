@@ -24,6 +24,7 @@ BACKEND_MODULES = (
     "tokenbounds.models.trained",
     "tokenbounds.models.quantized",
     "tokenbounds.models.quip",
+    "tokenbounds.models.markov",
 )
 
 
