@@ -76,7 +76,7 @@ def open_hypothesis(req: BoundRequest, rule: ContextRule, corpus: Corpus) -> Hyp
         check_device(req.device)
     dtype, why = resolve_compute_dtype(req.compute_dtype, req.device, backend_for(req.model))
     model = open_model(req.model, dtype, req.device, quip_sharp=req.quip_sharp, quip_python=req.quip_python)
-    corpus.check_vocab(model.vocab_size)
+    corpus.check_vocab(model.vocab_size, progress=req.progress)  # a raw file is scanned here
     rule.check(corpus, model.max_positions)
     choice = {"requested": req.compute_dtype, "resolved": dtype, "why": why}
     # A quantized directory's backend decoded and verified its message: the prior prices that very message.

@@ -149,7 +149,12 @@ class BoundRequest:
         "auto: bfloat16 on a GPU or on a CPU with AMX / AVX512-BF16 (where it is fast), float32 elsewhere and for "
         "backends that run only float32 (QuIP#); the choice is recorded in the report",
     )
-    device: str = flag("cpu", group=RUN, help="torch device for the forward passes: cpu, cuda, cuda:N")
+    device: str = flag(
+        "cpu",
+        group=RUN,
+        help="torch device for the forward passes: cpu, cuda, cuda:N, or auto (a Hugging Face model spread over every "
+        "visible GPU by accelerate's device map, for models larger than one GPU)",
+    )
     quip_sharp: str | None = flag(
         None,
         metavar="DIR",

@@ -14,7 +14,9 @@ Positions are global: shard k covers [offsets[k], offsets[k+1]). The corpus is t
 x_1..x_m of the shards, each shard starting at a document boundary.
 
 Token ids are checked against the model's vocabulary V at two costs. Always: meta.json's max_token_id (or one
-scan of a raw file) at open, and every token the scorer or the training sampler reads (cheap, every run). On
+chunked scan of a raw file, the only corpus without meta.json) before scoring, and every token the scorer or the
+training sampler reads (cheap, every run). A corpus with meta.json is never scanned unless asked: 10^12 tokens are
+2 TB, ~50 minutes at 0.7 GB/s. On
 request (`Corpus.verify`, one sequential read of every shard): each shard is re-hashed against the sha256 that
 `prepare` wrote and scanned for ids >= V, so a shard edited after `prepare` is refused even where no token of it
 is sampled. `Corpus.verification` records which of the two a report rests on.
@@ -34,6 +36,7 @@ META = "meta.json"
 FORMAT = "tokenbounds-shards"
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 SCAN_CHUNK = 1 << 24  # tokens per chunk when scanning a shard for its largest id
+SCAN_BAR_DELAY = 1.0  # seconds before the scan shows its progress bar (a small file is read before it would)
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -68,7 +71,7 @@ class Corpus:
     names: list[str]
     eot: int
     vocab_size: int | None = None  # the tokenizer's vocabulary size when known
-    max_token_id: int | None = None  # from meta.json, else found by `scan_max_id`
+    max_token_id: int | None = None  # from meta.json, else (a raw file) found by `scan_max_id`
     meta: dict = field(default_factory=dict)
     model_vocab: int | None = None  # the V that `check_vocab` accepted; windows read later are checked against it
     verified: str | None = None  # how `verify` checked every shard, once it has
@@ -113,24 +116,20 @@ class Corpus:
         shard, local = self.locate(np.array([position]))
         return int(self.shards[shard[0]][local[0]])
 
-    def scan_max_id(self) -> int:
-        """The largest token id in the corpus (reads every shard once, in chunks)."""
+    def scan_max_id(self, progress: bool = True) -> int:
+        """The largest token id in the corpus: meta.json's, else (a raw file) found by reading every shard once."""
         if self.max_token_id is None:
-            best = 0
-            for shard in self.shards:
-                for start in range(0, len(shard), SCAN_CHUNK):
-                    best = max(best, int(np.max(shard[start : start + SCAN_CHUNK])))
-            self.max_token_id = best
+            self.max_token_id = largest_id(self.shards, progress)
             self.scanned = True  # every token was read, so check_vocab below verifies the whole corpus
         return self.max_token_id
 
-    def check_vocab(self, model_vocab: int) -> None:
-        """Refuse a corpus whose ids the model cannot predict."""
+    def check_vocab(self, model_vocab: int, progress: bool = True) -> None:
+        """Refuse a corpus whose ids the model cannot predict (a raw file is scanned here, with a progress bar)."""
         if self.vocab_size is not None and self.vocab_size > model_vocab:
             raise UserError(
                 f"the corpus tokenizer has {self.vocab_size} tokens but the model predicts only {model_vocab}"
             )
-        if self.scan_max_id() >= model_vocab:
+        if self.scan_max_id(progress) >= model_vocab:
             raise UserError(f"token id {self.max_token_id} >= the model's vocabulary size {model_vocab}")
         if self.eot >= model_vocab:
             raise UserError(f"eot id {self.eot} >= the model's vocabulary size {model_vocab}")
@@ -199,6 +198,28 @@ class Corpus:
         return {"read_tokens_checked": True, "whole_corpus_verified": whole, "how": how}
 
 
+def largest_id(shards: list[np.ndarray], progress: bool = True) -> int:
+    """The largest id in the shards: one sequential read in chunks of SCAN_CHUNK tokens, so memory stays flat
+    (the chunks are views of the mapped file, never copies), with a progress bar in MB/s after SCAN_BAR_DELAY."""
+    best = 0
+    total = sum(shard.nbytes for shard in shards)
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1000,
+        desc="scanning for the largest token id",
+        delay=SCAN_BAR_DELAY,
+        disable=not progress,
+    ) as bar:
+        for shard in shards:
+            for start in range(0, len(shard), SCAN_CHUNK):
+                chunk = shard[start : start + SCAN_CHUNK]
+                best = max(best, int(np.max(chunk)))
+                bar.update(chunk.nbytes)
+    return best
+
+
 def open_corpus(path: str | Path, dtype: str | None = None, eot: int | None = None) -> Corpus:
     """Open a shard directory (meta.json) or a single raw .bin file (needs dtype and eot)."""
     path = Path(path)
@@ -226,12 +247,18 @@ def _open_dir(path: Path, dtype: str | None, eot: int | None) -> Corpus:
         meta_dtype = meta["dtype"]
         entries = meta["shards"]
         meta_eot = int(meta["eot"])
+        # `prepare` always records max_token_id; a hand-written meta.json may give only the vocabulary, which bounds
+        # every id as well (check_vocab compares it with V). meta.json is never second-guessed by a scan.
+        largest = meta.get("max_token_id", None if meta.get("vocab_size") is None else int(meta["vocab_size"]) - 1)
+        largest = None if largest is None else int(largest)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise UserError(f"{meta_path} is malformed ({err.__class__.__name__}: {err})") from None
     if dtype is not None and dtype != meta_dtype:
         raise UserError(f"--dtype {dtype} contradicts {meta_path}, which says {meta_dtype}")
     if eot is not None and eot != meta_eot:
         raise UserError(f"--eot {eot} contradicts {meta_path}, which says {meta_eot}")
+    if largest is None:
+        raise UserError(f"{meta_path} gives neither max_token_id nor vocab_size: re-run `tokenbounds prepare`")
     np_dtype = parse_dtype(meta_dtype)
     if not entries:
         raise UserError(f"{meta_path} lists no shards: the corpus is empty")
@@ -247,7 +274,7 @@ def _open_dir(path: Path, dtype: str | None, eot: int | None) -> Corpus:
         names=names,
         eot=meta_eot,
         vocab_size=meta.get("vocab_size"),
-        max_token_id=meta.get("max_token_id"),
+        max_token_id=largest,
         meta=meta,
     )
 

@@ -24,6 +24,8 @@ import numpy as np
 from tokenbounds.data.shards import Corpus
 from tokenbounds.errors import UserError
 
+EOT_SCAN_CHUNK = 1 << 20  # tokens searched for eots at a time: a few MB however many eots a chunk holds
+
 
 @dataclass
 class Unit:
@@ -70,6 +72,22 @@ def sample_positions(corpus: Corpus, samples: int, rng: np.random.Generator) -> 
     return rng.integers(0, corpus.n_tokens, size=samples)
 
 
+def document_spans(shard: np.ndarray, eot: int) -> Iterator[tuple[int, int]]:
+    """(d, end) for each document of a shard, in order: d its eot (-1: the shard's virtual eot), end its last target.
+
+    Documents start at the virtual eot, then at every real eot that is not the shard's last token; each ends just
+    before the next start (the shard's last token for the last one). The eots are found EOT_SCAN_CHUNK tokens at a
+    time, so memory stays bounded whatever the shard's length (not one index per eot of the shard).
+    """
+    n, d = len(shard), -1
+    for start in range(0, n, EOT_SCAN_CHUNK):
+        for e in (np.flatnonzero(np.asarray(shard[start : start + EOT_SCAN_CHUNK]) == eot) + start).tolist():
+            if e < n - 1:
+                yield d, e
+                d = e
+    yield d, n - 1
+
+
 def exhaustive_units(corpus: Corpus, context: int) -> Iterator[Unit]:
     """Every token of the corpus exactly once, under the same document rule.
 
@@ -78,12 +96,7 @@ def exhaustive_units(corpus: Corpus, context: int) -> Iterator[Unit]:
     """
     for shard_index, shard in enumerate(corpus.shards):
         offset = int(corpus.offsets[shard_index])
-        n = len(shard)
-        eots = np.flatnonzero(np.asarray(shard) == corpus.eot)
-        # Document starts: the virtual eot at -1, then every real eot that is not the shard's last token.
-        starts = np.concatenate([[-1], eots[eots < n - 1]])
-        ends = np.concatenate([eots[eots < n - 1], [n - 1]])  # last target of each document (inclusive)
-        for d, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        for d, end in document_spans(shard, corpus.eot):
             head_end = min(d + context, end)
             head = np.asarray(shard[max(d, 0) : head_end + 1], dtype=np.int64)
             if d < 0:

@@ -57,12 +57,21 @@ def description(**fields) -> dict:
     return {key: fields[key] for key in DESCRIPTION_KEYS}
 
 
+AUTO_DEVICE = "auto"  # a Hugging Face model spread over every visible GPU by accelerate's device map
+
+
 def check_device(device: str) -> str:
-    """A torch device string that exists on this machine (cpu, cuda, cuda:1, mps)."""
+    """A torch device string that exists on this machine (cpu, cuda, cuda:1, mps), or "auto" where GPUs are visible."""
+    if device == AUTO_DEVICE:
+        if not torch.cuda.is_available():
+            raise UserError(
+                "device 'auto' spreads a model over the visible GPUs, but torch sees no CUDA GPU here; use cpu"
+            )
+        return device
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} requested but torch sees no CUDA GPU here")
     if parsed.type == "mps" and not torch.backends.mps.is_available():

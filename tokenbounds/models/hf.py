@@ -6,6 +6,11 @@ Nothing is fetched from a hub (local_files_only), and no repository code is exec
 stays off; .bin checkpoints load with weights_only). A checkpoint that does not fill the architecture exactly is
 refused (`check_loading_info`).
 
+Device "auto" (a model larger than one GPU): transformers loads the model with accelerate's `device_map="auto"`,
+which fills the visible GPUs in layer order (and offloads to the CPU what does not fit). A model that spans several
+devices carries accelerate's hooks: every module's inputs are moved to its own device, and the whole model's
+outputs come back to the device its inputs came from, which is the model's `device` (the first GPU of the map).
+
 Priced files: a .gguf file alone (it carries its architecture and tokenizer); for a directory, config.json (the
 architecture: a decoder cannot rebuild the network without it), the shard index if any, and every *.safetensors
 (else pytorch_model*.bin) file. Not priced: generation_config.json (how to sample, irrelevant to next-token
@@ -22,7 +27,7 @@ import torch
 
 from tokenbounds.architecture import dense_parameter_count, packed_format
 from tokenbounds.errors import UserError
-from tokenbounds.models.base import COMPUTE_DTYPES, check_device, description
+from tokenbounds.models.base import AUTO_DEVICE, COMPUTE_DTYPES, check_device, description
 from tokenbounds.models.registry import Backend, register_backend
 
 CONFIG_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -49,9 +54,15 @@ class HFLogitModel:
     """A transformers causal LM behind the `LogitModel` interface."""
 
     def __init__(self, model, source: str, fmt: str, dtype: str, device: str = "cpu", n_weights: int | None = None):
-        self.device = torch.device(device)
         self.n_weights = n_weights  # packed quantized checkpoints: the weights their architecture has
-        self.model = model.eval().to(self.device)
+        # accelerate sets hf_device_map only on a model it spread over several devices (and hooked)
+        self.device_map = dict(getattr(model, "hf_device_map", None) or {}) if device == AUTO_DEVICE else {}
+        if device == AUTO_DEVICE:  # placed by from_pretrained's device_map: moving it would undo the placement
+            self.device = placed_device(model, self.device_map)
+            self.model = model.eval()
+        else:
+            self.device = torch.device(device)
+            self.model = model.eval().to(self.device)
         self.source, self.format, self.dtype = source, fmt, dtype
         head = model.get_output_embeddings()
         self.vocab_size = int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
@@ -60,11 +71,30 @@ class HFLogitModel:
         self._keep_supported = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        if self.device_map:
+            return self._spread_logits(input_ids, keep)
         if self._keep_supported:
             out = self.model(input_ids=input_ids, logits_to_keep=keep, use_cache=False).logits
         else:
             out = self.model(input_ids=input_ids, use_cache=False).logits[:, keep]
         return out.float()
+
+    def _spread_logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Logits of a model spread over several devices, on `self.device`.
+
+        accelerate's hooks move every tensor argument to the first GPU, where `keep` could not index hidden states
+        that the last layers left on another GPU. The scorer's `keep` is a suffix of the positions (lo .. T - 1):
+        that is `logits_to_keep` as a count, which the model slices on the hidden states' own device. Any other
+        `keep` is taken from the full logits.
+        """
+        length, k = input_ids.shape[1], len(keep)
+        suffix = k > 0 and int(keep[0]) == length - k and int(keep[-1]) == length - 1
+        if self._keep_supported and suffix:
+            out = self.model(input_ids=input_ids, logits_to_keep=k, use_cache=False).logits
+        else:
+            out = self.model(input_ids=input_ids, use_cache=False).logits
+            out = out[:, keep.to(out.device)]
+        return out.float().to(self.device)
 
     def describe(self) -> dict:
         return description(
@@ -77,8 +107,35 @@ class HFLogitModel:
             vocab_size=self.vocab_size,
             compute_dtype=self.dtype,
             device=self.device.type,
-            details={},
+            details=self._placement(),
         )
+
+    def _placement(self) -> dict:
+        """Where a model spread by accelerate runs: the device map's devices, with how many modules each holds."""
+        if not self.device_map:
+            return {}
+        counts: dict[str, int] = {}
+        for where in self.device_map.values():
+            name = device_name(where)
+            counts[name] = counts.get(name, 0) + 1
+        return {"device_map": "auto (accelerate)", "modules_per_device": counts}
+
+
+def device_name(where) -> str:
+    """A device map's value (a GPU index, "cuda:1", "cpu", "disk") as a device name."""
+    return f"cuda:{where}" if isinstance(where, int) else str(where)
+
+
+def placed_device(model, device_map: dict) -> torch.device:
+    """Where a model placed by `device_map="auto"` takes its inputs and gives its logits: the first GPU of its device
+    map (accelerate's hooks move the inputs to the map's main GPU and return the outputs to where the inputs were),
+    or, on one device, that device."""
+    gpus = [device_name(w) for w in device_map.values() if device_name(w) not in ("cpu", "disk", "meta")]
+    if gpus:
+        return torch.device(gpus[0])
+    if device_map:  # spread over the CPU and the disk only: the CPU runs it
+        return torch.device("cpu")
+    return next(model.parameters()).device
 
 
 def check_loading_info(info: dict, source: Path) -> None:
@@ -154,12 +211,18 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     if path.is_file():
         if path.suffix != ".gguf":
             raise UserError(f"{path} is a file but not a .gguf; give a model directory or a .gguf file")
+        if device == AUTO_DEVICE:
+            raise UserError(
+                f"{path}: device 'auto' spreads a model directory over the GPUs; a .gguf file is "
+                "dequantized on the CPU first: use cuda (or cpu)"
+            )
         model = _load_gguf(path, torch_dtype)
         return HFLogitModel(model, str(path), "gguf (dequantized by transformers)", dtype, device)
     if not (path / "config.json").is_file():
         raise UserError(f"{path} has no config.json: not a Hugging Face model directory")
     try:
-        model, info = _from_pretrained(path, torch_dtype)
+        placement = {"device_map": "auto"} if device == AUTO_DEVICE else {}
+        model, info = _from_pretrained(path, torch_dtype, **placement)
     except Exception as err:
         raise UserError(f"transformers could not load {path} ({err.__class__.__name__}: {err})") from None
     check_loading_info(info, path)
