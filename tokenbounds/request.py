@@ -97,6 +97,7 @@ class BoundRequest:
         None,
         metavar="EPS",
         group=BOUND,
+        default_text="off: every one of --samples draws is scored",
         help="sample in rounds of 64, 128, 256, ... draws up to --samples, and stop at the first round where the best "
         "bits-per-token row's subsampling term is <= EPS bits; with the betting UCB's anytime-valid form (bets tuned "
         "for --samples, fixed in advance), so stopping on the data keeps every reported number's guarantee",
