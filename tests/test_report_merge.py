@@ -2,6 +2,7 @@
 merged into one table, JSON and plots; runs of other corpora or configurations refused unless named; bad input one
 line, nothing written."""
 
+import hashlib
 import json
 import math
 import shutil
@@ -33,6 +34,8 @@ def reports(tmp_path_factory, tiny_gpt2, tiny_corpus) -> dict[str, Path]:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reports")
     other = write_shards(out / "other", [random_documents(np.random.default_rng(2), 900)])
+    twins = [random_documents(np.random.default_rng(seed), 900) for seed in (3, 3, 4)]  # 3 and 3: the same tokens
+    hashed = [hashed_shards(out / f"hashed{i}", tokens) for i, tokens in enumerate(twins)]
     base = dict(model=str(tiny_gpt2), data=str(tiny_corpus), message_bits=2000.0, context=32, samples=100)
     variants = {
         "a": {},
@@ -40,6 +43,9 @@ def reports(tmp_path_factory, tiny_gpt2, tiny_corpus) -> dict[str, Path]:
         "delta": {"delta": 0.1},
         "other": {"data": str(other)},
         "ckpt": {"message_bits": None, "checkpoint_size": True},
+        "hashed": {"data": str(hashed[0])},
+        "same_tokens": {"data": str(hashed[1])},
+        "same_size": {"data": str(hashed[2])},
     }
     paths = {}
     for name, change in variants.items():
@@ -47,6 +53,15 @@ def reports(tmp_path_factory, tiny_gpt2, tiny_corpus) -> dict[str, Path]:
         write_json(paths[name], compute_bound(BoundRequest(**{**base, **change, "progress": False})))
     torch.set_num_threads(threads)
     return paths
+
+
+def hashed_shards(directory: Path, tokens: np.ndarray) -> Path:
+    """One shard with its sha256 in meta.json, as `prepare` writes it."""
+    write_shards(directory, [tokens])
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["shards"][0]["sha256"] = hashlib.sha256((directory / "shard_00000.bin").read_bytes()).hexdigest()
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +114,12 @@ def test_reports_of_one_corpus_and_configuration_merge(reports, tmp_path, capsys
     prior = load(reports["ckpt"])["prior"]
     assert rows[2]["bits_per_parameter"] == pytest.approx(prior["message_bits"] / prior["n_parameters"], rel=1e-12)
     assert rows[2]["bits_per_parameter"] == pytest.approx(prior["bits_per_parameter"], rel=1e-12)
-    assert merged["varying"] == [] and merged["shared"]["data"] == {"n_tokens": 1550, "shards": 3, "eot": 299}
+    assert merged["varying"] == [] and merged["shared"]["data"] == {
+        "n_tokens": 1550,
+        "shards": 3,
+        "eot": 299,
+        "content_sha256": None,
+    }
     assert merged["shared"]["delta"] == 0.05 and merged["failure_together"] == pytest.approx(0.15)
 
     text = (out / "report.md").read_text()
@@ -138,6 +158,12 @@ def test_reports_of_another_corpus_are_refused_unless_named(reports, tmp_path, c
     assert "| run | row | data | hypothesis |" in (tmp_path / "merged" / "report.md").read_text()
 
 
+def test_corpora_are_told_apart_by_their_content_not_their_size_or_path(reports, tmp_path, capsys):
+    refused([reports["hashed"], reports["same_size"]], tmp_path / "merged", capsys, "differ in data (900 tokens in 1")
+    merged = report([reports["hashed"], reports["same_tokens"]], tmp_path / "same", capsys)
+    assert merged["varying"] == [] and len(merged["rows"]) == 2
+
+
 def test_reports_of_another_configuration_are_refused_unless_named(reports, tmp_path, capsys):
     refused([reports["a"], reports["delta"]], tmp_path / "merged", capsys, "differ in delta (0.05 vs 0.1)")
     merged = report([reports["a"], reports["delta"], "--differ", "delta"], tmp_path / "merged", capsys)
@@ -151,7 +177,7 @@ def test_every_differing_field_is_named_in_one_line(reports, study, tmp_path, ca
         [reports["a"], study],
         tmp_path / "merged",
         capsys,
-        "differ in data (1,550 tokens in 3 shard(s), eot 299 vs 5,057,281 tokens in 1 shard(s), eot 256), "
+        "differ in data (1,550 tokens in 3 shard(s), eot 299 vs 5,057,281 tokens in 1 shard(s), eot 256, sha256 f8446743b0c5), "
         "stride (32 vs 16), samples (100 vs 64)",
         "--differ data,stride,samples if",
     )

@@ -254,6 +254,7 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, la
             "shards": len(corpus.shards),
             "n_tokens": corpus.n_tokens,
             "eot": corpus.eot,
+            "content_sha256": corpus.content_sha256(),  # the tokens' identity, whatever the path
             "verification": corpus.verification(every_token_read=not sampled),
         },
         "config": asdict(req),  # the run's record: every flag's value

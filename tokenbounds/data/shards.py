@@ -178,6 +178,15 @@ class Corpus:
             self.verified += " (the others have none: prepared before checksums, or a raw file)"
         return self.verification()
 
+    def content_sha256(self) -> str | None:
+        """One digest of the corpus' content: sha256 over meta.json's per-shard (tokens, sha256) in shard order, so
+        two reports of the same tokens agree whatever their paths. None when a shard has no recorded sha256 (a raw
+        file, or a directory prepared before checksums)."""
+        entries = self.meta.get("shards", []) if self.meta else []
+        if len(entries) != len(self.shards) or any(not e.get("sha256") for e in entries):
+            return None
+        return hashlib.sha256("\n".join(f"{e['tokens']} {e['sha256']}" for e in entries).encode()).hexdigest()
+
     def verification(self, every_token_read: bool = False) -> dict:
         """What the report's token ids rest on, for report["data"]["verification"].
 

@@ -42,8 +42,9 @@ LIST_SHOWN = 12  # a longer grid (eb's 42 lambdas) is shown by its size and ends
 
 
 def _data(report: dict):
+    """The corpus' identity: its content digest where the report has one (same tokens, whatever the path)."""
     data = report["data"]
-    return {"n_tokens": data["n_tokens"], "shards": data["shards"], "eot": data["eot"]}
+    return {k: data.get(k) for k in ("n_tokens", "shards", "eot", "content_sha256")}
 
 
 def _grid(report: dict, statistic: str, key: str) -> list:
@@ -71,7 +72,8 @@ FIELDS = tuple(COMPARED)
 def show(name: str, value) -> str:
     """A field's value as the table and the error messages print it."""
     if name == "data":
-        return f"{value['n_tokens']:,} tokens in {value['shards']} shard(s), eot {value['eot']}"
+        digest = f", sha256 {value['content_sha256'][:12]}" if value.get("content_sha256") else ""
+        return f"{value['n_tokens']:,} tokens in {value['shards']} shard(s), eot {value['eot']}{digest}"
     if value is None:
         return "none"
     if isinstance(value, list) and len(value) > LIST_SHOWN:
