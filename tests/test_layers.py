@@ -33,6 +33,8 @@ LAYERS = {
     "architecture": 2,
     "pipeline": 3,
     "execution": 3,
+    "distributed": 3,
+    "run_dir": 3,
     "quickstart": 3,
     "quickstart_config": 3,
     "studies": 3,

@@ -26,10 +26,12 @@ import numpy as np
 
 from tokenbounds.data.shards import Corpus, open_corpus
 from tokenbounds.data.units import ContextRule, Unit
+from tokenbounds.distributed import World, join_world
 from tokenbounds.execution import ScoredUnits, score_plan
 from tokenbounds.hypothesis import Hypothesis, open_hypothesis
 from tokenbounds.report.io import check_finite
 from tokenbounds.request import BoundRequest, validate
+from tokenbounds.run_dir import RUN_DIR_FLAGS, RunDir, run_identity
 from tokenbounds.stats.bound import ReportSplit, report_delta_split, statistic_bound
 from tokenbounds.stats.centring import CENTRING
 from tokenbounds.stats.lambda_grid import default_lambda_grid
@@ -75,11 +77,24 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
     The units dict (what `bound --units-out FILE.npz` writes): `statistics`, one label per report row in row order;
     `unit_loss` of shape (rows, s), each row's unit values in sampling order; `unit_sq` (eb only), the units' means
     of ((c - l)/Delta)^2; `draws`, each draw's index among the distinct units scored. None when exhaustive.
+
+    Under torchrun every rank runs this, scores its share and gets the same report; rank 0 alone writes.
     """
+    world = join_world()
+    try:
+        return _compute(req, world)
+    finally:
+        world.close()
+
+
+def _compute(req: BoundRequest, world: World) -> tuple[dict, dict | None]:
+    world.agree(asdict(req))
     rule = validate(req)
     corpus = open_corpus(req.data, req.dtype, req.eot)
-    hypothesis = open_hypothesis(req, rule, corpus)  # fixed, checked and priced before any token is scored
-    if req.verify_data:  # opt-in: one full read of the corpus (hashes against prepare's, every id against V)
+    world.device(req.device)
+    # Fixed, checked and priced before any token is scored, by rank 0; the others run its choices (distributed.py).
+    hypothesis = world.share_hypothesis(open_hypothesis(req, rule, corpus) if world.leader else None, req, rule, corpus)
+    if req.verify_data and world.leader:  # opt-in: one full read of the corpus (hashes against prepare's, ids < V)
         corpus.verify(hypothesis.model.vocab_size, progress=req.progress)
     plan = plan_units(req, corpus, stream(req.seed, BOUND_UNITS))
     eb = req.method == "eb"
@@ -95,6 +110,9 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
         data_choice_bits=hypothesis.prior.data_choice_bits,
     )
     bound = functools.partial(_rows, req, hypothesis, corpus.n_tokens, statistics, split, lambdas)
+    run = None  # rank 0 records every finished batch in --run-dir
+    if req.run_dir is not None and world.leader:
+        run = RunDir.open(req.run_dir, run_identity(req, hypothesis, corpus), resume=req.resume)
     score = functools.partial(
         score_plan,
         hypothesis.model,
@@ -102,15 +120,21 @@ def compute_bound_with_units(req: BoundRequest) -> tuple[dict, dict | None]:
         max_tokens=req.batch_tokens,
         pad_id=corpus.eot,
         progress=req.progress,
+        world=world,
+        run=run,
     )
     stopping = None
-    if plan.draws is None:
-        scored = score(plan.units(), exhaustive=True, total_targets=corpus.n_tokens)
-        if scored.scored_targets != corpus.n_tokens:
-            raise RuntimeError(f"exhaustive scoring covered {scored.scored_targets} of {corpus.n_tokens} tokens")
-        (results, units), distinct = bound(scored.sums, None), None
-    else:
-        scored, (results, units), distinct, stopping = _sampled_rounds(req, plan, score, bound)
+    try:
+        if plan.draws is None:
+            scored = score(plan.units(), exhaustive=True, total_targets=corpus.n_tokens)
+            if scored.scored_targets != corpus.n_tokens:
+                raise RuntimeError(f"exhaustive scoring covered {scored.scored_targets} of {corpus.n_tokens} tokens")
+            (results, units), distinct = bound(scored.sums, None), None
+        else:
+            scored, (results, units), distinct, stopping = _sampled_rounds(req, plan, score, bound)
+    finally:
+        if run is not None:
+            run.close()
     report = _report(req, hypothesis, corpus, plan, scored, split, lambdas, results, distinct, stopping)
     check_finite(report)  # a NaN or infinity here is a bug: refuse it rather than print or write it
     return report, units
@@ -161,6 +185,8 @@ def _sampled_rounds(req, plan: UnitPlan, score, bound):
         UnitSums.concat([p.sums for p in parts]),
         input_tokens=sum(p.input_tokens for p in parts),
         seconds=sum(p.seconds for p in parts),
+        processes=parts[0].processes,
+        resumed_batches=sum(p.resumed_batches for p in parts),
     )
     return scored, outcome["rows"], outcome["distinct"], stopping
 
@@ -257,7 +283,7 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, la
             "content_sha256": corpus.content_sha256(),  # the tokens' identity, whatever the path
             "verification": corpus.verification(every_token_read=not sampled),
         },
-        "config": asdict(req),  # the run's record: every flag's value
+        "config": {k: v for k, v in asdict(req).items() if k not in RUN_DIR_FLAGS},  # every flag (run dir: timing)
         "results": results,
         "best_bits_per_token": {"alpha": best["alpha"], "bound": best["bound"], "empirical": best["empirical"]},
         **scored.sums.unsmoothed_nll(),  # null, with a count, where the model gave a target probability 0
@@ -267,5 +293,9 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, la
             "targets_per_second": n_scored / seconds if seconds > 0 else None,
             "input_tokens": scored.input_tokens,
             "input_tokens_per_second": scored.input_tokens / seconds if seconds > 0 else None,
+            # how the run was carried out, never a number of the bound: torchrun's ranks, a run directory
+            "processes": scored.processes,
+            "run_dir": req.run_dir,
+            "resumed_batches": scored.resumed_batches,
         },
     }

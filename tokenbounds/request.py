@@ -173,6 +173,20 @@ class BoundRequest:
     )
     batch_tokens: int = flag(8192, metavar="N", group=RUN, help="padded tokens per forward batch")
     progress: bool = flag(True, name="--no-progress", group=RUN, help="hide the progress bar")
+    run_dir: str | None = flag(
+        None,
+        metavar="DIR",
+        group=RUN,
+        default_text="none: nothing kept",
+        help="keep every finished batch's per-unit sums here (checksummed records, appended as they are computed), "
+        "so that a killed run can be finished with --resume; DIR must be new or empty",
+    )
+    resume: bool = flag(
+        False,
+        group=RUN,
+        help="finish the run recorded in --run-dir: only its missing batches are scored, and the report is the one "
+        "an uninterrupted run gives; refused if the model, corpus, seed or any setting differs",
+    )
 
     def context_rule(self) -> ContextRule:
         """The hypothesis' context rule: --rule, or the one --mode implies."""
@@ -251,4 +265,6 @@ def validate(req: BoundRequest) -> ContextRule:
         raise UserError(f"--batch-tokens must be > 0, got {req.batch_tokens}")
     if req.quip_python is not None and req.quip_sharp is None:
         raise UserError("--quip-python needs --quip-sharp")
+    if req.resume and req.run_dir is None:
+        raise UserError("--resume needs --run-dir DIR: the directory of the run to finish")
     return rule

@@ -43,17 +43,21 @@ def add_parser(sub):
 def run(args) -> int:
     import numpy as np
 
+    from tokenbounds.distributed import leader_process
     from tokenbounds.pipeline import compute_bound_with_units
     from tokenbounds.report.io import check_writable, write_json
     from tokenbounds.report.table import format_bound_table
 
     outputs, _ = parse_config(Outputs, args)
-    check_writable(outputs.json, outputs.force)
-    check_writable(outputs.units_out, outputs.force)
+    if leader_process():  # under torchrun only rank 0 writes
+        check_writable(outputs.json, outputs.force)
+        check_writable(outputs.units_out, outputs.force)
     request = request_from_flags(args)
     if outputs.units_out and request.mode == "exhaustive":
         raise UserError("--units-out writes sampled units; exhaustive mode samples none")
     report, units = compute_bound_with_units(request)
+    if not leader_process():  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(format_bound_table(report))
     if outputs.json:
         write_json(outputs.json, report)
