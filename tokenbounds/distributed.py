@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from tokenbounds.errors import UserError
 from tokenbounds.hypothesis import Hypothesis
-from tokenbounds.models.base import check_device
+from tokenbounds.models.base import AUTO_DEVICE, check_device
 from tokenbounds.models.registry import open_model
 
 # Rank 0 may price a large checkpoint (gzip of a 140 GB file: about an hour) while the others wait on it.
@@ -78,7 +78,7 @@ class World:
 
     def device(self, device: str) -> str:
         """Rank r's device: `cuda` means cuda:LOCAL_RANK (made the current device, so the name stays `cuda`)."""
-        if self.size > 1 and device == "auto":
+        if self.size > 1 and device == AUTO_DEVICE:
             raise UserError("--device auto spreads one model over every GPU; under torchrun give --device cuda, one "
                             "GPU per rank")  # fmt: skip
         if self.size > 1 and device == "cuda":
@@ -100,7 +100,7 @@ class World:
             check_device(req.device)
         model = open_model(req.model, choice["resolved"], req.device, quip_sharp=req.quip_sharp,
                            quip_python=req.quip_python)  # fmt: skip
-        corpus.check_vocab(model.vocab_size)
+        corpus.check_vocab(model.vocab_size, progress=False)  # (rank 0 shows a raw file's scan)
         rule.check(corpus, model.max_positions)
         return Hypothesis(model, rule, prior, choice)
 
