@@ -1,6 +1,7 @@
 """torchrun: two CPU processes over gloo report, timing aside, exactly what one process reports; ranks that disagree
 are refused."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -29,8 +30,11 @@ def torchrun(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     "extra",
-    [("--samples", "120", "--batch-tokens", "64"), ("--mode", "exhaustive", "--rule", "block", "--batch-tokens", "64")],
-    ids=["sampled-block-eb", "exhaustive"],
+    [
+        ("--samples", "400", "--target-slack", "0.3", "--batch-tokens", "64"),  # 2 rounds of draws: every rank decides
+        ("--mode", "exhaustive", "--rule", "block", "--batch-tokens", "64"),
+    ],
+    ids=["sampled-block-eb-rounds", "exhaustive"],
 )
 def test_two_processes_report_what_one_does(tiny, tmp_path, capsys, extra):
     sampled = "--samples" in extra
@@ -39,6 +43,8 @@ def test_two_processes_report_what_one_does(tiny, tmp_path, capsys, extra):
         one += ["--units-out", str(tmp_path / "one.npz")]
         two += ["--units-out", str(tmp_path / "two.npz")]
     assert main(bound_args(*tiny, *one)) == 0
+    if sampled:  # the run went on to a second round: the ranks had to agree on the first round's slack
+        assert len(json.loads((tmp_path / "one.json").read_text())["target_slack"]["rounds"]) == 2
     capsys.readouterr()
     done = torchrun(bound_args(*tiny, *two, "--run-dir", str(tmp_path / "run")))
     assert done.returncode == 0, done.stderr[-3000:]
