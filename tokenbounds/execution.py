@@ -105,7 +105,7 @@ def score_plan(
             run.checkpoint(Record(batches[-1].index, None, totals, input_tokens, part))
         else:
             for batch, (sums, tokens) in zip(batches, results, strict=True):
-                run.append(Record(batch.index, batch.unit_ids, sums, tokens, part))
+                run.append(Record(batch.index, _first_targets(batch), sums, tokens, part))
 
     def score_round(batches: list[Batch]) -> None:
         """Rank r scores the r-th batch of the round; every rank receives the round's sums."""
@@ -151,8 +151,13 @@ def _recorded(run: RunDir, part: int, exhaustive: bool) -> dict[int, Record]:
     return records
 
 
+def _first_targets(batch: Batch) -> np.ndarray:
+    """Each unit's first target position: what a record says it holds, so that a resume can check it."""
+    return np.array([u.positions[0] for u in batch.units], dtype=np.int64)
+
+
 def _recorded_sums(record: Record, batch: Batch) -> tuple[UnitSums, int]:
     """A recorded batch's sums, once its units are checked to be the plan's."""
-    if record.unit_ids is None or not np.array_equal(record.unit_ids, batch.unit_ids):
+    if record.targets is None or not np.array_equal(record.targets, _first_targets(batch)):
         raise UserError(f"the run directory's batch {batch.index} holds other units than this run's plan: refusing it")
     return record.sums, record.input_tokens

@@ -4,9 +4,11 @@
     DIR/records.log     one record per finished batch, appended as batches finish
 
 A record is MAGIC (8 bytes) | payload length (8, little-endian) | sha256 of the payload (32) | payload, the payload
-an .npz of numpy arrays only (read back without pickle): the batch's index in the global plan, its units' indices,
-its UnitSums arrays and its input tokens. Exhaustive runs record instead the running totals with the index of the
-last batch they cover (and rewrite the log as its last record now and then, so that it stays small).
+an .npz of numpy arrays only (read back without pickle): the scoring call it belongs to (`part`: a --target-slack
+run scores in several rounds), the batch's index in that call's plan, its units' first target positions (checked
+against the plan on resume), its UnitSums arrays and its input tokens. Exhaustive runs record instead the running
+totals with the index of the last batch they cover (and rewrite the log as its last record now and then, so that it
+stays small).
 
 Why kill -9 at any point leaves a resumable directory: a record reaches the file through os.write, into the page
 cache, which outlives the process; a kill in the middle of a record leaves a tail shorter than its header says, and
@@ -87,7 +89,7 @@ def run_identity(req: BoundRequest, hypothesis: Hypothesis, corpus: Corpus) -> d
 @dataclass
 class Record:
     index: int  # sampled: the batch's index in the plan; exhaustive: the last batch the running totals cover
-    unit_ids: np.ndarray | None  # sampled: the batch's units, checked against the plan on resume
+    targets: np.ndarray | None  # sampled: each unit's first target position, checked against the plan on resume
     sums: UnitSums  # sampled: the batch's units' sums; exhaustive: the running totals (one row)
     input_tokens: int  # sampled: the batch's; exhaustive: the running count
     part: int = 0  # which call of execution.score_plan in the run (one per round of units), in call order
@@ -98,8 +100,8 @@ def encode(record: Record) -> bytes:
     arrays = {f.name: getattr(record.sums, f.name) for f in fields(UnitSums)}
     arrays = {name: a for name, a in arrays.items() if a is not None}
     arrays.update(index=np.int64(record.index), input_tokens=np.int64(record.input_tokens), part=np.int64(record.part))
-    if record.unit_ids is not None:
-        arrays["unit_ids"] = record.unit_ids
+    if record.targets is not None:
+        arrays["targets"] = record.targets
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     payload = buffer.getvalue()
@@ -110,7 +112,7 @@ def decode(payload: bytes) -> Record:
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
     sums = UnitSums(**{f.name: arrays.get(f.name) for f in fields(UnitSums)})
-    return Record(int(arrays["index"]), arrays.get("unit_ids"), sums, int(arrays["input_tokens"]), int(arrays["part"]))
+    return Record(int(arrays["index"]), arrays.get("targets"), sums, int(arrays["input_tokens"]), int(arrays["part"]))
 
 
 def read_records(path: Path) -> tuple[list[Record], int]:
