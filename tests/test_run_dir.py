@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from tokenbounds import run_dir
 from tokenbounds.cli import main
@@ -42,10 +43,12 @@ def tiny(tmp_path_factory):
 def uninterrupted(tiny, tmp_path_factory):
     """Each mode's report from one uninterrupted run without a run directory, timing removed."""
     root = tmp_path_factory.mktemp("reference")
-    reports = {}
+    reports, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # (module scope: set up before the one_torch_thread fixture of the tests)
     for mode, extra in MODES.items():
         assert main(bound_args(*tiny, *extra, "--json", str(root / f"{mode}.json"))) == 0
         reports[mode] = without_timing(root / f"{mode}.json")[0]
+    torch.set_num_threads(threads)
     return reports
 
 
