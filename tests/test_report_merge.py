@@ -177,7 +177,8 @@ def test_every_differing_field_is_named_in_one_line(reports, study, tmp_path, ca
         [reports["a"], study],
         tmp_path / "merged",
         capsys,
-        "differ in data (1,550 tokens in 3 shard(s), eot 299 vs 5,057,281 tokens in 1 shard(s), eot 256, sha256 f8446743b0c5), "
+        "differ in data (1,550 tokens in 3 shard(s), eot 299 vs 5,057,281 tokens in 1 shard(s), eot 256, "
+        "sha256 f8446743b0c5), "
         "stride (32 vs 16), samples (100 vs 64)",
         "--differ data,stride,samples if",
     )
