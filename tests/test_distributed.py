@@ -11,6 +11,7 @@ import pytest
 
 from tokenbounds.cli import main
 from tokenbounds.distributed import World
+from tokenbounds.errors import UserError
 
 from .tiny_run import bound_args, environment, without_timing, write_tiny_corpus, write_tiny_gpt
 
@@ -106,3 +107,10 @@ def test_a_world_of_one_needs_no_torch_distributed(monkeypatch):
     import torch.distributed as dist
 
     assert not dist.is_initialized()
+
+
+def test_device_auto_is_for_one_rank_per_node():
+    """`auto` spreads a model over every GPU of the node: with two ranks on a node they would both take them all."""
+    assert World(rank=1, size=2, local_rank=0, local_size=1).device("auto") == "auto"  # one rank per node
+    with pytest.raises(UserError, match="--nproc_per_node 1"):
+        World(rank=1, size=4, local_rank=1, local_size=2).device("auto")

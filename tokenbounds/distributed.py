@@ -39,6 +39,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # ranks on this node (LOCAL_WORLD_SIZE)
 
     @property
     def leader(self) -> bool:
@@ -77,10 +78,13 @@ class World:
                                 "same arguments")  # fmt: skip
 
     def device(self, device: str) -> str:
-        """Rank r's device: `cuda` means cuda:LOCAL_RANK (made the current device, so the name stays `cuda`)."""
-        if self.size > 1 and device == AUTO_DEVICE:
-            raise UserError("--device auto spreads one model over every GPU; under torchrun give --device cuda, one "
-                            "GPU per rank")  # fmt: skip
+        """Rank r's device: `cuda` means cuda:LOCAL_RANK (made the current device, so the name stays `cuda`).
+
+        `auto` spreads one model over every GPU the process sees, so it is for one rank per node (a model larger
+        than one GPU, e.g. LLaMA-2-70B in bfloat16, over a node's GPUs, one replica per node)."""
+        if self.local_size > 1 and device == AUTO_DEVICE:
+            raise UserError("--device auto spreads one model over every GPU of the node; under torchrun use it with "
+                            "--nproc_per_node 1, or give --device cuda, one GPU per rank")  # fmt: skip
         if self.size > 1 and device == "cuda":
             import torch
 
@@ -121,6 +125,7 @@ def join_world() -> World:
     import torch.distributed as dist
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=WAIT)
-    return World(rank, size, local_rank)
+    return World(rank, size, local_rank, local_size)
