@@ -13,6 +13,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from tokenbounds.coverage.documents import (
+    DOCUMENT_SETTINGS,
+    document_source,
+    expected_document_loss,
+    length_weighted_draws,
+    run_document_setting,
+)
+from tokenbounds.coverage.sources import loss_tables, sample_paths
 from tokenbounds.data.documents import document_ends, whole_units
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.units import ContextRule
@@ -228,3 +236,37 @@ def test_refusals(tiny_gpt2, tiny_corpus, capsys, extra, needles):
     args = ["bound", "--model", str(tiny_gpt2), "--data", str(tiny_corpus), "--message-bits", "300"]
     code, _, err = run_cli([*args, "--context", "16", "--no-progress", *extra], capsys)
     one_line_error(code, err, *needles)
+
+
+def test_exact_document_risk_matches_simulation():
+    """R_doc of the coverage source against the mean of 50 000 simulated documents' mean losses."""
+    s = DOCUMENT_SETTINGS["hard-start-V50"]
+    chain, model = document_source(s)
+    table = loss_tables(chain, model, 0.01)
+    rng = np.random.default_rng(3)
+    states, tokens = sample_paths(chain, 50_000, max(s.lengths), rng)
+    lengths = rng.choice(np.asarray(s.lengths), size=50_000)
+    loss = np.where(np.arange(max(s.lengths)) < lengths[:, None], table.loss[states, tokens], 0.0)
+    means = loss.sum(axis=1) / lengths
+    exact = expected_document_loss(chain, table.expected_loss, s.lengths)
+    assert abs(means.mean() - exact) < 4 * means.std() / math.sqrt(len(means))
+    token_weighted = loss.sum() / lengths.sum()  # what a token-level bound's R_hat estimates: another quantity
+    assert abs(token_weighted - exact) > 10 * means.std() / math.sqrt(len(means))
+
+
+@pytest.mark.parametrize("name", list(DOCUMENT_SETTINGS))
+def test_document_bound_coverage(name):
+    """Every document method holds at its delta over 300 corpora of i.i.d. documents; the length-weighted draw
+    (the token samplers' rule applied to documents) is caught where short documents are harder."""
+    result = run_document_setting(DOCUMENT_SETTINGS[name], 300)
+    for meth, r in result["methods"].items():
+        caught = r["violation_rate"] > r["allowed"]
+        assert caught == (r["broken"] and name == "hard-start-V50"), (name, meth, r)
+
+
+def test_length_weighted_draws_are_in_proportion_to_length():
+    lengths = np.array([[1, 3, 6], [5, 5, 0 + 10]])
+    drawn = length_weighted_draws(lengths, 100_000, np.random.default_rng(0))
+    for row, got in zip(lengths, drawn, strict=True):
+        assert got.min() >= 0 and got.max() < 3
+        np.testing.assert_allclose(np.bincount(got, minlength=3) / len(got), row / row.sum(), atol=0.01)
