@@ -62,7 +62,8 @@ class BoundRequest:
         group=BOUND,
         help="token: s positions drawn uniformly with replacement, one forward pass each (the paper's; document rule); "
         "block: s aligned blocks drawn in proportion to their length, all their tokens scored in one pass, unit = "
-        "block mean (block rule); exhaustive: every token (exact empirical risk, no subsampling term)",
+        "block mean (block rule); exhaustive: every token (exact empirical risk, no subsampling term). With --unit "
+        "document|sequence only exhaustive (every unit) may be given; otherwise --samples units are drawn",
     )
     unit: str = flag(
         "token",
