@@ -22,6 +22,7 @@ from tokenbounds.coverage.documents import (
 )
 from tokenbounds.coverage.sources import loss_tables, sample_paths
 from tokenbounds.data.documents import document_ends, whole_units
+from tokenbounds.data.embedded import SCENE_HEADING, scenes, works, write_scenes
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.units import ContextRule
 from tokenbounds.pipeline import BoundRequest, compute_bound_with_units
@@ -270,3 +271,21 @@ def test_length_weighted_draws_are_in_proportion_to_length():
     for row, got in zip(lengths, drawn, strict=True):
         assert got.min() >= 0 and got.max() < 3
         np.testing.assert_allclose(np.bincount(got, minlength=3) / len(got), row / row.sum(), atol=0.01)
+
+
+def test_scenes_split_the_embedded_works_at_their_headings(tmp_path):
+    """Each work's scenes, concatenated, are the work; every piece after the first starts with a scene heading."""
+    import lzma
+
+    all_works = works()
+    pieces = [scenes(w["text"]) for w in all_works]
+    assert all("".join(p) == w["text"] for p, w in zip(pieces, all_works, strict=True))
+    assert all(SCENE_HEADING.match(piece) for p in pieces for piece in p[1:])
+    assert len(pieces[all_works.index(next(w for w in all_works if w["title"] == "Sonnets"))]) == 1  # no headings
+    assert scenes("front\nSCENE I. A hall.\ntext\nScene 2. Out.\nSCENE: a setting\n") == [
+        "front\n",
+        "SCENE I. A hall.\ntext\n",
+        "Scene 2. Out.\nSCENE: a setting\n",
+    ]
+    with lzma.open(write_scenes(tmp_path / "scenes.jsonl.xz"), "rt") as f:
+        assert sum(1 for line in f if json.loads(line)["text"]) == sum(map(len, pieces)) == 777

@@ -256,7 +256,7 @@ def score_whole_units(hypothesis: Hypothesis, plan: WholeUnitPlan, statistics: S
     bounded by the chunk (exhaustive) or by the distinct units drawn (sampled).
     """
     population, exhaustive = plan.population, plan.draws is None
-    n_targets = sum(population.n_targets(j) for j in plan.units.tolist())
+    n_targets = population.corpus.n_tokens if exhaustive else sum(population.n_targets(j) for j in plan.units.tolist())
     bar = tqdm(total=n_targets, unit="tok", desc="scoring", disable=not req.progress, dynamic_ncols=True)
     parts, totals, mean_sum, input_tokens, seconds = [], None, np.zeros(statistics.size), 0, 0.0
     for chunk in population.chunks(plan.units, WINDOWS_PER_CALL):
