@@ -11,6 +11,8 @@ decoded model, priced by its coded message plus the quickstart's extra bits, und
                the 42 plays and poems as prepared, and the same text split into 777 scenes (tokenbounds.data.embedded
                .write_scenes), the only way this corpus has more than 42 documents
 
+Neither the plays nor the scenes nor the sequences are literally i.i.d. draws (scenes and sequences follow each other
+in a play): the unit rows show what each bound gives under its assumption; the token rows assume none.
 Each row is its own bound, holding with probability >= 1 - delta by itself (the rows are shown side by side, not
 chosen among: picking the best one would cost log2(rows) more bits). Scoring a document exactly under the document
 rule takes one model window per target beyond the first L, so document rows cost about L input tokens per token of
@@ -31,7 +33,7 @@ from tokenbounds.pipeline import BoundRequest, compute_bound
 from tokenbounds.quickstart_config import QuickstartConfig
 
 
-def rows(args, data: Path, scenes: Path, model: Path) -> list[tuple[str, str, dict]]:
+def rows(args) -> list[tuple[str, str, dict]]:
     """(label, corpus label, request fields) of every row, in table order."""
     token = {"unit": "token", "mode": "token", "samples": args.token_samples}
     return [
@@ -58,7 +60,7 @@ def compare(args) -> list[dict]:
     data, model = qs / "data", qs / "quantized"
     extra_bits = QuickstartConfig().extra_bits  # the developers' choice of the quickstart's settings
     results = []
-    for label, corpus, fields in rows(args, data, scenes, model):
+    for label, corpus, fields in rows(args):
         fields.setdefault("method", "lotfi")
         fields.setdefault("subsample_ucb", "hoeffding")
         mode = fields.pop("mode", "block")
