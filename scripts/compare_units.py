@@ -56,7 +56,7 @@ def compare(args) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     scenes = out / "scenes-data"
     if not scenes.exists():  # the embedded text again, one document per scene
-        prepare([write_scenes(out / "shakespeare-scenes.jsonl.xz")], ByteTokenizer(), scenes, tokenizer_name="bytes")
+        prepare([write_scenes(out / "shakespeare-scenes.jsonl")], ByteTokenizer(), scenes, tokenizer_name="bytes")
     data, model = qs / "data", qs / "quantized"
     extra_bits = QuickstartConfig().extra_bits  # the developers' choice of the quickstart's settings
     results = []

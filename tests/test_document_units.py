@@ -275,8 +275,6 @@ def test_length_weighted_draws_are_in_proportion_to_length():
 
 def test_scenes_split_the_embedded_works_at_their_headings(tmp_path):
     """Each work's scenes, concatenated, are the work; every piece after the first starts with a scene heading."""
-    import lzma
-
     all_works = works()
     pieces = [scenes(w["text"]) for w in all_works]
     assert all("".join(p) == w["text"] for p, w in zip(pieces, all_works, strict=True))
@@ -287,5 +285,5 @@ def test_scenes_split_the_embedded_works_at_their_headings(tmp_path):
         "SCENE I. A hall.\ntext\n",
         "Scene 2. Out.\nSCENE: a setting\n",
     ]
-    with lzma.open(write_scenes(tmp_path / "scenes.jsonl.xz"), "rt") as f:
+    with open(write_scenes(tmp_path / "scenes.jsonl"), encoding="utf-8") as f:
         assert sum(1 for line in f if json.loads(line)["text"]) == sum(map(len, pieces)) == 777

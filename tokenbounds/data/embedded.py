@@ -38,11 +38,11 @@ def scenes(text: str) -> list[str]:
 
 
 def write_scenes(out: Path) -> Path:
-    """Write the embedded corpus as one document per scene (.jsonl.xz, {"title", "scene", "text"}) and return it."""
+    """Write the embedded corpus as one document per scene (.jsonl, {"title", "scene", "text"}) and return it."""
     lines = []
     for work in works():
         for k, text in enumerate(scenes(work["text"])):
             lines.append(json.dumps({"title": work["title"], "scene": k, "text": text}, ensure_ascii=False))
     out = Path(out)
-    out.write_bytes(lzma.compress(("\n".join(lines) + "\n").encode("utf-8")))
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out
