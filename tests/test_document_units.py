@@ -287,3 +287,14 @@ def test_scenes_split_the_embedded_works_at_their_headings(tmp_path):
     ]
     with open(write_scenes(tmp_path / "scenes.jsonl"), encoding="utf-8") as f:
         assert sum(1 for line in f if json.loads(line)["text"]) == sum(map(len, pieces)) == 777
+
+
+def test_token_reports_say_what_they_bound(tiny_gpt2, tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    args = ["bound", "--model", str(tiny_gpt2), "--data", str(tiny_corpus), "--message-bits", "300"]
+    args += ["--context", "16", "--samples", "20", "--topk", "1", "--no-progress", "--json", str(out)]
+    code, printed, err = run_cli(args, capsys)
+    assert code == 0, err
+    report = json.loads(out.read_text())
+    assert report["unit"] == "token" and report["bounded_quantity"].startswith("R = (1/m) sum_i E[l_i | x_<i]")
+    assert "unit token" in printed and "bounded: R = (1/m)" in printed
