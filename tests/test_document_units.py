@@ -76,7 +76,7 @@ def test_windows_score_every_token_once_under_the_document_rule(small_corpus, co
     population = whole_units("document", small_corpus, context)
     windows = [w for j in range(population.n) for w in population.windows(j)]
     assert [population.n_windows(j) for j in range(population.n)] == [
-        len(population.windows(j)) for j in range(population.n)
+        len(list(population.windows(j))) for j in range(population.n)
     ]
     positions = np.concatenate([w.positions for w in windows])
     assert np.array_equal(positions, np.arange(small_corpus.n_tokens))  # every token once, in order
@@ -94,7 +94,7 @@ def test_long_document_is_scored_in_sliding_windows(small_corpus):
     population = whole_units("document", small_corpus, 5)
     long = max(range(population.n), key=population.n_targets)
     assert population.n_targets(long) == 31
-    windows = population.windows(long)
+    windows = list(population.windows(long))
     assert len(windows) == 1 + 31 - 5  # a head window of 5 targets, then one window per target
     assert windows[0].n_targets == 5 and all(w.n_targets == 1 and len(w.tokens) == 6 for w in windows[1:])
 
@@ -114,7 +114,7 @@ def test_sequences_are_the_aligned_blocks(small_corpus):
     population = whole_units("sequence", small_corpus, 8)
     lengths = small_corpus.shard_lengths.tolist()
     assert population.n == sum(-(-n // 8) for n in lengths)
-    blocks = [population.windows(j)[0] for j in range(population.n)]
+    blocks = [next(population.windows(j)) for j in range(population.n)]
     assert np.array_equal(np.concatenate([b.positions for b in blocks]), np.arange(small_corpus.n_tokens))
     ref = list(ContextRule.block(8, 8).exhaustive_units(small_corpus))
     assert all(np.array_equal(a.tokens, b.tokens) for a, b in zip(blocks, ref, strict=True))

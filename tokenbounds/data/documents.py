@@ -57,20 +57,20 @@ def document_ends(shard: np.ndarray, eot: int, chunk: int = CHUNK) -> np.ndarray
     return np.concatenate([eots[eots < n - 1], [n - 1]]).astype(np.int64)
 
 
-def document_windows(corpus: Corpus, shard_index: int, start: int, end: int, context: int) -> list[Unit]:
+def document_windows(corpus: Corpus, shard_index: int, start: int, end: int, context: int) -> Iterator[Unit]:
     """The model windows scoring the document whose targets are x[start + 1 .. end] of a shard (start = -1: the
-    shard's virtual eot): one window for its first L targets, then one sliding window per later target."""
+    shard's virtual eot): one window for its first L targets, then one sliding window per later target (yielded one
+    at a time: a long document's windows hold about L times its tokens)."""
     shard = corpus.shards[shard_index]
     offset = int(corpus.offsets[shard_index])
     head_end = min(start + context, end)
     head = np.asarray(shard[max(start, 0) : head_end + 1], dtype=np.int64)
     if start < 0:
         head = np.concatenate([[corpus.eot], head])
-    windows = [Unit(head, 1, np.arange(start + 1, head_end + 1, dtype=np.int64) + offset)]
+    yield Unit(head, 1, np.arange(start + 1, head_end + 1, dtype=np.int64) + offset)
     for i in range(head_end + 1, end + 1):
         window = np.asarray(shard[i - context : i + 1], dtype=np.int64)
-        windows.append(Unit(window, context, np.array([i + offset], dtype=np.int64)))
-    return windows
+        yield Unit(window, context, np.array([i + offset], dtype=np.int64))
 
 
 @dataclass
@@ -106,10 +106,11 @@ class WholeUnits:
         """Model windows scoring unit j: 1, plus one per document target beyond the first L."""
         return 1 if self.kind == "sequence" else 1 + max(0, self.n_targets(j) - self.context)
 
-    def windows(self, j: int) -> list[Unit]:
+    def windows(self, j: int) -> Iterator[Unit]:
+        """Unit j's model windows, `n_windows(j)` of them, one at a time."""
         shard, k = self._where(j)
         if self.kind == "sequence":
-            return [block_unit(self.corpus, shard, k, self.context, self.context)]
+            return iter([block_unit(self.corpus, shard, k, self.context, self.context)])
         ends = self.ends[shard]
         return document_windows(self.corpus, shard, int(ends[k - 1]) if k else -1, int(ends[k]), self.context)
 
