@@ -15,6 +15,10 @@ configuration is lotfi + token + hoeffding (`bound --paper`).
 Sampled modes estimate the empirical risk R_hat = (1/m) sum_i l_i from s units drawn with replacement:
 token mode draws positions uniformly; block mode draws blocks with probability proportional to their length
 and uses the block's mean loss, so in both cases E[unit value] = R_hat.
+
+`--unit document|sequence` bounds another quantity, the expected mean loss of one i.i.d. document (or aligned
+sequence), by Hoeffding over the n units (tokenbounds.data.documents derives it): units are drawn uniformly over
+the n units (or all scored), a unit's value is its mean loss, and n takes m's place in the complexity term.
 """
 
 import functools
@@ -23,7 +27,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from tokenbounds.data.documents import WholeUnits, whole_units
 from tokenbounds.data.shards import Corpus, open_corpus
 from tokenbounds.data.units import ContextRule, Unit
 from tokenbounds.distributed import World, join_world
@@ -39,7 +45,17 @@ from tokenbounds.stats.stopping import round_schedule, sample_until
 from tokenbounds.stats.unit_sums import StatisticSet, UnitSums
 from tokenbounds.streams import BOUND_UNITS, describe, stream
 
-__all__ = ["BoundRequest", "compute_bound", "compute_bound_with_units", "plan_units"]
+__all__ = ["BoundRequest", "compute_bound", "compute_bound_with_units", "plan_units", "plan_whole_units"]
+
+BOUNDED_QUANTITY = {
+    "token": "R = (1/m) sum_i E[l_i | x_<i]: the mean over the corpus' m tokens of each token's expected loss given "
+    "its past under the data-generating process (every token weighs the same; no independence assumed)",
+    "document": "E_D[mean loss of D's tokens] for one document D of the process the corpus' n documents are assumed "
+    "i.i.d. draws of (every document weighs the same, whatever its length)",
+    "sequence": "E_S[mean loss of S's tokens] for one aligned sequence S of the process the corpus' n sequences are "
+    "assumed i.i.d. draws of (every sequence weighs the same)",
+}
+WINDOWS_PER_CALL = 16384  # model windows scored per call of score_plan for document / sequence units
 
 
 @dataclass
@@ -96,6 +112,8 @@ def _compute(req: BoundRequest, world: World) -> tuple[dict, dict | None]:
     hypothesis = world.share_hypothesis(open_hypothesis(req, rule, corpus) if world.leader else None, req, rule, corpus)
     if req.verify_data and world.leader:  # opt-in: one full read of the corpus (hashes against prepare's, ids < V)
         corpus.verify(hypothesis.model.vocab_size, progress=req.progress)
+    if req.unit != "token":
+        return _whole_unit_bound(req, corpus, hypothesis, world)
     plan = plan_units(req, corpus, stream(req.seed, BOUND_UNITS))
     eb = req.method == "eb"
     statistics = StatisticSet(tuple(req.alphas), tuple(req.ks), hypothesis.model.vocab_size, centred=eb)
@@ -201,12 +219,14 @@ def _rows(
     sums: UnitSums,
     draws,
     horizon: int | None = None,
+    exact: np.ndarray | None = None,
 ):
     """Every statistic's report row (each alpha, then each k) and, when sampled, the per-unit values behind them.
 
     sums: sampled (draws given), one row per draw in sampling order (the unit it drew); exhaustive, the corpus
-    totals. A draw's value is its unit's mean loss; the exhaustive empirical risk is sum of losses / m. horizon:
-    the draws are a stopping time <= horizon (--target-slack), so the UCBs take their anytime-valid form.
+    totals. A draw's value is its unit's mean loss; the exhaustive empirical risk is sum of losses / m, or `exact[j]`
+    where given (the mean of the unit means, --unit document). horizon: the draws are a stopping time <= horizon
+    (--target-slack), so the UCBs take their anytime-valid form.
     """
     sampled = draws is not None
     results, units_loss, units_sq = [], [], []
@@ -216,7 +236,8 @@ def _rows(
             units_loss.append(loss_in)
             units_sq.append(sq_in)
         else:
-            loss_in, sq_in = float(loss_in[0]), None if sq_in is None else float(sq_in[0])
+            loss_in = float(loss_in[0] if exact is None else exact[j])
+            sq_in = None if sq_in is None else float(sq_in[0])
         b = statistic_bound(
             req.method,
             loss_in,
@@ -254,6 +275,8 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, la
     return {
         "method": req.method,
         "mode": req.mode,
+        "unit": "token",
+        "bounded_quantity": BOUNDED_QUANTITY["token"],
         "delta": req.delta,
         "n_tokens": corpus.n_tokens,
         "samples": None if not sampled else stopping["used"] if stopping else len(plan.draws),
@@ -299,3 +322,98 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, la
             "resumed_batches": scored.resumed_batches,
         },
     }
+
+
+@dataclass
+class WholeUnitPlan:
+    """Which documents (sequences) to score, and how the draws map onto them (`_report` reads it like a UnitPlan)."""
+
+    population: WholeUnits
+    units: np.ndarray  # sampled: the distinct units drawn; exhaustive: every unit
+    draws: np.ndarray | None  # per draw, in sampling order: index of its unit in `units`; None if exhaustive
+    rule: ContextRule
+
+
+def plan_whole_units(req: BoundRequest, corpus: Corpus, rng: np.random.Generator) -> WholeUnitPlan:
+    """--unit document|sequence: find the n units, then draw s of them uniformly (or take every one)."""
+    rule = req.context_rule()
+    population = whole_units(req.unit, corpus, rule.context, progress=req.progress)
+    if req.mode == "exhaustive":
+        return WholeUnitPlan(population, np.arange(population.n), None, rule)
+    units, draws = population.sample(req.samples, rng)
+    return WholeUnitPlan(population, units, draws, rule)
+
+
+def score_whole_units(
+    hypothesis: Hypothesis, plan: WholeUnitPlan, statistics: StatisticSet, req, pad_id: int, world: World
+):
+    """(scored, exact): sampled, one row of sums per unit of plan.units and exact None; exhaustive, one row of
+    totals and `exact`, per statistic the mean over all n units of the unit means.
+
+    Units are scored a chunk of windows at a time, each unit's windows merged into its row, so memory stays
+    bounded by the chunk (exhaustive) or by the distinct units drawn (sampled).
+    """
+    population, exhaustive = plan.population, plan.draws is None
+    n_targets = population.corpus.n_tokens if exhaustive else sum(population.n_targets(j) for j in plan.units.tolist())
+    bar = tqdm(
+        total=n_targets, unit="tok", desc="scoring", disable=not (req.progress and world.leader), dynamic_ncols=True
+    )
+    parts, totals, mean_sum, input_tokens, seconds = [], None, np.zeros(statistics.size), 0, 0.0
+    for chunk in population.chunks(plan.units, WINDOWS_PER_CALL):
+        windows = (w for j in chunk.tolist() for w in population.windows(j))
+        scored = score_plan(
+            hypothesis.model,
+            windows,
+            statistics,
+            exhaustive=False,
+            max_tokens=req.batch_tokens,
+            pad_id=pad_id,
+            progress=False,
+            group_sizes=np.array([population.n_windows(j) for j in chunk.tolist()]),
+            world=world,
+        )
+        sums = scored.sums
+        if exhaustive:
+            mean_sum += (sums.loss / sums.n_targets[:, None]).sum(axis=0)
+            totals = sums.total() if totals is None else totals + sums.total()
+        else:
+            parts.append(sums)
+        input_tokens += scored.input_tokens
+        seconds += scored.seconds
+        bar.update(scored.scored_targets)
+    bar.close()
+    if exhaustive:
+        return ScoredUnits(totals, input_tokens, seconds, world.size), mean_sum / population.n
+    return ScoredUnits(UnitSums.concat(parts), input_tokens, seconds, world.size), None
+
+
+def _whole_unit_bound(req: BoundRequest, corpus: Corpus, hypothesis: Hypothesis, world: World):
+    """The IID bound over documents (sequences): lotfi's formula with m = n units (tokenbounds.data.documents)."""
+    plan = plan_whole_units(req, corpus, stream(req.seed, BOUND_UNITS))
+    statistics = StatisticSet(tuple(req.alphas), tuple(req.ks), hypothesis.model.vocab_size, centred=False)
+    scored, exact = score_whole_units(hypothesis, plan, statistics, req, corpus.eot, world)
+    n = plan.population.n
+    if plan.draws is None and scored.scored_targets != corpus.n_tokens:
+        raise RuntimeError(f"scoring every {req.unit} covered {scored.scored_targets} of {corpus.n_tokens} tokens")
+    split = report_delta_split(
+        req.delta,
+        len(req.alphas) + len(req.ks),
+        complexity_nats=hypothesis.prior.complexity_nats,
+        m=n,
+        s=None if plan.draws is None else len(plan.draws),
+        data_choice_bits=hypothesis.prior.data_choice_bits,
+    )
+    lambdas = None  # lotfi has no lambda grid
+    sampled = plan.draws is not None
+    sums = scored.sums.take(plan.draws) if sampled else scored.sums
+    results, units = _rows(req, hypothesis, n, statistics, split, lambdas, sums, plan.draws, exact=exact)
+    distinct = len(plan.units) if sampled else None
+    report = _report(req, hypothesis, corpus, plan, scored, split, lambdas, results, distinct, None)
+    report["mode"] = "exhaustive" if plan.draws is None else "sampled"
+    report["unit"] = req.unit
+    report["bounded_quantity"] = BOUNDED_QUANTITY[req.unit]
+    report["n_units"] = n
+    report["units"] = plan.population.describe()
+    report["data"]["sources"] = corpus.meta.get("sources")  # e.g. the embedded plays split into scenes
+    check_finite(report)
+    return report, units

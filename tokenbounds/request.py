@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from tokenbounds.config import flag, parse_config
+from tokenbounds.data.documents import UNITS
 from tokenbounds.data.units import ContextRule
 from tokenbounds.errors import UserError
 from tokenbounds.stats.lambda_grid import check_lambda_grid
@@ -61,7 +62,19 @@ class BoundRequest:
         group=BOUND,
         help="token: s positions drawn uniformly with replacement, one forward pass each (the paper's; document rule); "
         "block: s aligned blocks drawn in proportion to their length, all their tokens scored in one pass, unit = "
-        "block mean (block rule); exhaustive: every token (exact empirical risk, no subsampling term)",
+        "block mean (block rule); exhaustive: every token (exact empirical risk, no subsampling term). With --unit "
+        "document|sequence only exhaustive (every unit) may be given; otherwise --samples units are drawn",
+    )
+    unit: str = flag(
+        "token",
+        choices=UNITS,
+        group=BOUND,
+        help="what one data point of the bound is. token: the paper's token-level bounds of the conditional risk "
+        "(each token weighs the same), --mode says how tokens are sampled; document / sequence: the predecessor's "
+        "IID bound (Lotfi et al. ICML 2024) of the expected mean loss of one document (document rule, sliding "
+        "windows) or one aligned sequence of --context tokens (block rule), n = number of documents (sequences) in "
+        "the complexity term, each weighing the same, assumed i.i.d.; then --samples units are drawn uniformly, or "
+        "every one with --mode exhaustive, and --method defaults to lotfi",
     )
     rule: str | None = flag(
         None,
@@ -71,7 +84,9 @@ class BoundRequest:
         help="context rule of the hypothesis: document (the previous <= L tokens since the last eot) or block "
         "(context resets at aligned blocks of --stride tokens, each seen after the L - S tokens before it)",
     )
-    samples: int = flag(10_000, metavar="S", group=BOUND, help="sampled units s (tokens or blocks)")
+    samples: int = flag(
+        10_000, metavar="S", group=BOUND, help="sampled units s (tokens, blocks, documents or sequences)"
+    )
     context: int = flag(
         1024, metavar="L", group=BOUND, help="context length L: each token sees at most the previous L tokens"
     )
@@ -189,8 +204,9 @@ class BoundRequest:
     )
 
     def context_rule(self) -> ContextRule:
-        """The hypothesis' context rule: --rule, or the one --mode implies."""
-        kind = self.rule or ("block" if self.mode == "block" else "document")
+        """The hypothesis' context rule: --rule, or the one --unit or --mode implies."""
+        implied = {"document": "document", "sequence": "block"}.get(self.unit)
+        kind = self.rule or implied or ("block" if self.mode == "block" else "document")
         if kind == "block":
             return ContextRule.block(self.context, self.stride)
         if self.stride is not None:
@@ -208,6 +224,16 @@ def request_from_flags(namespace) -> BoundRequest:
                 option = "--" + name.replace("_", "-")
                 raise UserError(f"--paper means {option} {value}; it contradicts {option} {getattr(req, name)}")
             setattr(req, name, value)
+    if req.unit != "token":
+        if req.paper:
+            raise UserError(f"--paper is the token-level configuration; --unit {req.unit} is the IID bound over units")
+        if "mode" in given and req.mode != "exhaustive":
+            raise UserError(
+                f"--mode {req.mode} samples tokens or blocks; with --unit {req.unit} the sampled units are "
+                f"{req.unit}s: omit --mode (--samples {req.unit}s drawn uniformly) or give --mode exhaustive"
+            )
+        if "method" not in given:
+            req.method = "lotfi"
     return req
 
 
@@ -219,10 +245,14 @@ def validate(req: BoundRequest) -> ContextRule:
     for option, (value, allowed) in choices.items():
         if value not in allowed:
             raise UserError(f"unknown {option} {value!r}; use one of {', '.join(allowed)}")
+    if req.unit not in UNITS:
+        raise UserError(f"unknown --unit {req.unit!r}; use one of {', '.join(UNITS)}")
     rule = req.context_rule()
-    if req.mode == "token" and rule.kind != "document":  # a sampled unit is one token of the document rule
+    if req.unit != "token":
+        _check_whole_units(req, rule)
+    elif req.mode == "token" and rule.kind != "document":  # a sampled unit is one token of the document rule
         raise UserError("token mode uses the document context rule; use --mode block for the block rule")
-    if req.mode == "block" and rule.kind != "block":  # or one block of the block rule
+    elif req.mode == "block" and rule.kind != "block":  # or one block of the block rule
         raise UserError("block mode needs the block context rule (--rule block)")
     if not 0.0 < req.delta < 1.0:
         raise UserError(f"--delta must lie in (0, 1), got {req.delta}")
@@ -268,3 +298,25 @@ def validate(req: BoundRequest) -> ContextRule:
     if req.resume and req.run_dir is None:
         raise UserError("--resume needs --run-dir DIR: the directory of the run to finish")
     return rule
+
+
+def _check_whole_units(req: BoundRequest, rule: ContextRule) -> None:
+    """--unit document / sequence: the unit's loss must be a function of the unit alone, and the bound Hoeffding's."""
+    if req.method != "lotfi":
+        raise UserError(
+            f"--unit {req.unit} supports --method lotfi only: eb's centring is a per-token function of the past and "
+            "its proof a martingale over tokens, which bounds the token-level risk, not the mean over i.i.d. units"
+        )
+    if req.mode == "token":
+        raise UserError(f"--mode token draws tokens; with --unit {req.unit} the sampled units are {req.unit}s")
+    if req.unit == "document" and rule.kind != "document":
+        raise UserError("--unit document scores each document under the document rule (drop --rule block)")
+    if req.unit == "sequence" and (rule.kind != "block" or rule.stride != rule.context):
+        raise UserError(
+            "--unit sequence scores each aligned sequence on its own: the block rule with --stride equal to "
+            "--context (a shorter stride would let a sequence's loss depend on the one before it)"
+        )
+    if req.target_slack is not None:
+        raise UserError(f"--target-slack draws tokens or blocks in rounds; it is not offered with --unit {req.unit}")
+    if req.run_dir is not None:
+        raise UserError(f"--run-dir records token-level runs; it is not offered with --unit {req.unit} yet")

@@ -45,9 +45,15 @@ def format_bound_table(report: dict) -> str:
     choices = ""
     if split.get("subsampling_divided_by"):
         choices = f" (subsampling shares divided by {split['subsampling_divided_by']:g} for data-dependent choices)"
+    unit = report.get("unit", "token")
+    population = f"m = {report['n_tokens']} tokens"
+    if unit != "token":
+        every = f"exhaustive (every {unit} scored)"
+        samples = every if report["samples"] is None else f"{report['samples']} {unit}s drawn uniformly"
+        population = f"n = {report['n_units']} {unit}s ({report['n_tokens']} tokens)"
     lines += [
         "",
-        f"method {report['method']}, mode {report['mode']}: {samples} of m = {report['n_tokens']} tokens; "
+        f"method {report['method']}, unit {unit}, mode {report['mode']}: {samples} of {population}; "
         f"context rule: {report['context_rule']}",
         f"prior: {report['message_bits']:.6g} bits ({_prior_source(report['prior'])}) "
         f"+ {report['extra_bits']:g} extra bits "
@@ -61,4 +67,6 @@ def format_bound_table(report: dict) -> str:
         f"vs log2 V = {report['log2_vocab']:.4f} bits for random guessing"
         + ("  [non-vacuous]" if best["bound"] < report["log2_vocab"] else "  [VACUOUS]"),
     ]
+    if "bounded_quantity" in report:  # reports written before units other than tokens did not say
+        lines.insert(lines.index("") + 2, f"bounded: {report['bounded_quantity']}")
     return "\n".join(lines)
