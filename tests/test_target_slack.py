@@ -121,6 +121,8 @@ def test_an_unreachable_target_uses_every_draw(block_run, one_torch_thread):
         (["--target-slack", "0.1", "--subsample-ucb", "hoeffding"], "anytime-valid"),
         (["--target-slack", "0.1", "--paper"], "anytime-valid"),
         (["--target-slack", "0.1", "--mode", "exhaustive"], "sampled mode"),
+        (["--target-slack", "0.1", "--unit", "document"], "not offered with --unit document"),
+        (["--run-dir", "/nonexistent/run", "--unit", "sequence", "--stride", "32"], "not offered with --unit sequence"),
     ],
 )
 def test_bad_target_slack_is_refused_in_one_line(block_run, capsys, extra, message):
