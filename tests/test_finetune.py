@@ -19,7 +19,7 @@ from tokenbounds.compress.quantized_dir import load_quantized
 from tokenbounds.data.dialogue import dialogues, is_speaker, render_chat, speech
 from tokenbounds.errors import UserError
 from tokenbounds.pipeline import compute_bound
-from tokenbounds.studies import finetune, runner
+from tokenbounds.studies import building, finetune, runner
 from tokenbounds.studies.finetune import finetune_study
 from tokenbounds.studies.finetune_sizes import SIZES
 
@@ -242,7 +242,7 @@ def without_seconds(summary: dict) -> dict:
 def test_an_interrupted_study_resumes_to_the_uninterrupted_result(finished, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     calls = []
-    real_train = finetune.train
+    real_train = building.train
 
     def interrupted_fine_tuning(spec, cfg, corpus, model_dir, **kw):
         calls.append(model_dir)
@@ -252,7 +252,7 @@ def test_an_interrupted_study_resumes_to_the_uninterrupted_result(finished, tmp_
             raise KeyboardInterrupt
         return real_train(spec, cfg, corpus, model_dir, **kw)
 
-    monkeypatch.setattr(finetune, "train", interrupted_fine_tuning)
+    monkeypatch.setattr(building, "train", interrupted_fine_tuning)
     assert main([*SMALLEST, "--out", str(out)]) == 130
     assert [p.stem for p in (out / "rows").iterdir()] == ["base"] and not (out / "study.json").exists()
     monkeypatch.undo()

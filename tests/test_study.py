@@ -13,7 +13,7 @@ import pytest
 
 from tokenbounds.cli import main
 from tokenbounds.pipeline import BoundRequest, compute_bound
-from tokenbounds.studies import compression, runner
+from tokenbounds.studies import building, runner
 from tokenbounds.studies.compression import compression_study
 from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
 from tokenbounds.studies.runner import Row, RowBuild, Study, run_study
@@ -99,9 +99,9 @@ def half_written(where: int):
         # the second row's model is trained and quantized; its bound is cut short
         (runner, "compute_bound", 2, None, ["time-step25"]),
         # the second row's quantized directory is half written
-        (compression, "quantize_model", 2, half_written(1), ["time-step25"]),
+        (building, "quantize_model", 2, half_written(1), ["time-step25"]),
         # the third row's model (a new one) is interrupted before its first checkpoint
-        (compression, "train", 3, half_written(3), ["time-step25", "time-step50"]),
+        (building, "train", 3, half_written(3), ["time-step25", "time-step50"]),
     ],
     ids=["in-bound", "in-quantize", "in-train"],
 )

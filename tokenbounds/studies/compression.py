@@ -15,28 +15,24 @@ it (the trainer continues bit for bit), one without is removed (the study made i
 written under a temporary name and renamed when complete.
 """
 
-import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from tokenbounds.compress.model import quantize_model
 from tokenbounds.compress.pricing import checkpoint_message_bits
 from tokenbounds.data.bytes_tokenizer import ByteTokenizer
 from tokenbounds.data.embedded import shakespeare_path
 from tokenbounds.data.prepare import prepare
-from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
-from tokenbounds.files import holds_something
 from tokenbounds.models.groups import PARAMETRIZATIONS, SUBSPACE_BY_DEFAULT
-from tokenbounds.models.parametrization import FREE_FILE, SPEC_FILE, make_spec
+from tokenbounds.models.parametrization import make_spec
 from tokenbounds.pipeline import BoundRequest
 from tokenbounds.quickstart import byte_gpt
+from tokenbounds.studies.building import frozen_copy, quantized_model, trained_model
 from tokenbounds.studies.compression_sizes import SUB_STUDIES, CompressionConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
-from tokenbounds.train.trainer import TrainConfig, read_checkpoint_state, train
+from tokenbounds.train.trainer import TrainConfig
 
 PLOTS = (
     Plot("time", "train_seconds", "training seconds (one schedule, bounded at its checkpoints)"),
@@ -84,63 +80,7 @@ def _train_to(out: Path, name: str, spec: dict, cfg: CompressionConfig, steps: i
         seed=cfg.seed,
         bf16=cfg.bf16,
     )
-    resume = False
-    if holds_something(model_dir):
-        try:
-            state = read_checkpoint_state(model_dir)
-        except UserError:
-            shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to continue
-        else:
-            if state["step"] > stop:
-                raise RuntimeError(f"{model_dir} is past step {stop}: its rows ran out of order")
-            if state["step"] == stop:
-                return {"dir": model_dir, "step": stop, "seconds": state["seconds"]}
-            resume = True
-    corpus = open_corpus(out / "data")
-    result = train(
-        spec,
-        train_cfg,
-        corpus,
-        model_dir,
-        resume=resume,
-        progress=False,
-        log=lambda line: None,
-        stop_at_step=stop if stop < steps else None,
-    )
-    return {"dir": model_dir, "step": result.step, "seconds": result.seconds}
-
-
-def _quantize(out: Path, source: Path, name: str, levels: int, kmeans: bool = False) -> tuple[Path, dict]:
-    """quantized/NAME, written whole or not at all."""
-    target = out / "quantized" / name
-    if (target / "quantized.json").is_file():
-        return target, json.loads((target / "quantized.json").read_text())
-    partial = target.with_name(name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    manifest = quantize_model(source, partial, levels=levels, kmeans=kmeans, progress=False)
-    os.replace(partial, target)
-    return target, manifest
-
-
-FIXED_MTIME = 946_684_800  # 2000-01-01 UTC
-
-
-def _frozen_copy(out: Path, source: Path, name: str) -> Path:
-    """float32/NAME: the hypothesis' two files with one fixed mtime. `tar -czf` stores every member's mtime, so
-    without this the paper's price of an unquantized model would depend on when its files were written."""
-    target = out / "float32" / name
-    if (target / FREE_FILE).is_file():
-        return target
-    partial = target.with_name(name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    for file in (SPEC_FILE, FREE_FILE):
-        shutil.copyfile(source / file, partial / file)
-        os.utime(partial / file, (FIXED_MTIME, FIXED_MTIME))
-    os.replace(partial, target)
-    return target
+    return trained_model(model_dir, spec, train_cfg, out / "data", stop=stop)
 
 
 def _request(cfg: CompressionConfig, out: Path, model: Path, checkpoint_size: bool = False) -> BoundRequest:
@@ -163,7 +103,9 @@ def _request(cfg: CompressionConfig, out: Path, model: Path, checkpoint_size: bo
 def _quantized_row(cfg, out, name, spec, steps, stop) -> RowBuild:
     """Train (to `stop`), quantize at cfg.train_levels uniform levels, bound."""
     trained = _train_to(out, name, spec, cfg, steps, stop)
-    target, manifest = _quantize(out, trained["dir"], f"{name}-step{stop}-L{cfg.train_levels}", cfg.train_levels)
+    target, manifest = quantized_model(
+        out / "quantized" / f"{name}-step{stop}-L{cfg.train_levels}", trained["dir"], levels=cfg.train_levels
+    )
     facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
     return RowBuild(_request(cfg, out, target), facts, {"train_seconds": trained["seconds"]})
 
@@ -199,7 +141,7 @@ def _levels_rows(cfg: CompressionConfig) -> list[Row]:
 
     def float32(out):
         trained = _train_to(out, "time", spec, cfg, last, last)
-        model = _frozen_copy(out, trained["dir"], f"time-step{last}")
+        model = frozen_copy(out / "float32" / f"time-step{last}", trained["dir"])
         bits, info = checkpoint_message_bits(model, progress=False)
         facts = {"free_parameters": info["n_parameters"], "bits_per_parameter": bits / info["n_parameters"]}
         return RowBuild(_request(cfg, out, model, checkpoint_size=True), facts)
@@ -208,7 +150,7 @@ def _levels_rows(cfg: CompressionConfig) -> list[Row]:
         def row(out):
             trained = _train_to(out, "time", spec, cfg, last, last)
             name = f"time-step{last}-L{levels}-{'kmeans' if kmeans else 'uniform'}"
-            target, manifest = _quantize(out, trained["dir"], name, levels, kmeans)
+            target, manifest = quantized_model(out / "quantized" / name, trained["dir"], levels=levels, kmeans=kmeans)
             facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
             return RowBuild(_request(cfg, out, target), facts)
 

@@ -35,7 +35,6 @@ training without a checkpoint is started again), so an interrupted row restarts 
 """
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -45,7 +44,6 @@ import torch
 import torch.nn.functional as F
 
 from tokenbounds.compress.delta import code_delta, verify_delta_model, write_delta_model
-from tokenbounds.compress.model import quantize_model
 from tokenbounds.compress.quantized_dir import load_quantized, message_path
 from tokenbounds.data.bytes_tokenizer import ByteTokenizer
 from tokenbounds.data.dialogue import write_dialogue_corpus
@@ -53,17 +51,16 @@ from tokenbounds.data.embedded import shakespeare_path
 from tokenbounds.data.prepare import prepare
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.windows import random_windows
-from tokenbounds.errors import UserError
-from tokenbounds.files import holds_something
 from tokenbounds.models.groups import PARAMETRIZATIONS
 from tokenbounds.models.parametrization import FREE_FILE, build_model, load_free_parameters, make_spec
 from tokenbounds.pipeline import BoundRequest
 from tokenbounds.quickstart import byte_gpt
 from tokenbounds.streams import TRAIN_EVAL, stream
+from tokenbounds.studies.building import quantized_model, trained_model
 from tokenbounds.studies.finetune_sizes import FinetuneConfig, PairConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
-from tokenbounds.train.trainer import LN2, TrainConfig, read_checkpoint_state, train
+from tokenbounds.train.trainer import LN2, TrainConfig
 
 GROUP = "base-vs-finetuned"
 PLOTS = (Plot(GROUP, "model", "model (both bounded on the same corpus)", kind="bar"),)
@@ -119,33 +116,12 @@ def _train_config(cfg: FinetuneConfig, steps: int, lr: float, warmup: int) -> Tr
 
 def _trained(out: Path, name: str, spec: dict, train_cfg: TrainConfig, data: Path, init=None, progress=False) -> dict:
     """models/NAME trained on `data` (reused when finished; a run without a checkpoint is started again)."""
-    model_dir = out / "models" / name
-    resume = False
-    if holds_something(model_dir):
-        try:
-            state = read_checkpoint_state(model_dir)
-        except UserError:
-            shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to continue
-        else:
-            if state["step"] == train_cfg.steps:
-                return {"dir": model_dir, "seconds": state["seconds"], "history": state["history"]}
-            resume = True
-    corpus = open_corpus(data)
-    result = train(spec, train_cfg, corpus, model_dir, resume=resume, progress=progress, log=lambda _: None, init=init)
-    return {"dir": model_dir, "seconds": result.seconds, "history": result.history}
+    return trained_model(out / "models" / name, spec, train_cfg, data, init=init, progress=progress)
 
 
 def _quantized(out: Path, source: Path, name: str, levels: int) -> tuple[Path, dict]:
     """quantized/NAME (uniform levels), written whole or not at all."""
-    target = out / "quantized" / name
-    if (target / "quantized.json").is_file():
-        return target, json.loads((target / "quantized.json").read_text())
-    partial = target.with_name(name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    manifest = quantize_model(source, partial, levels=levels, progress=False)
-    os.replace(partial, target)
-    return target, manifest
+    return quantized_model(out / "quantized" / name, source, levels=levels)
 
 
 def _free_parameters(directory: Path) -> dict[str, np.ndarray]:

@@ -19,28 +19,26 @@ training resumes from its checkpoint.
 
 import json
 import lzma
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from tokenbounds.compress.model import quantize_model
 from tokenbounds.data.bytes_tokenizer import ByteTokenizer
 from tokenbounds.data.embedded import shakespeare_path
 from tokenbounds.data.ngrams import check_memory
 from tokenbounds.data.prepare import prepare
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
-from tokenbounds.files import holds_something
 from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.groups import PARAMETRIZATIONS
 from tokenbounds.models.markov import MANIFEST, write_markov
 from tokenbounds.models.parametrization import make_spec
 from tokenbounds.pipeline import BoundRequest
+from tokenbounds.studies.building import quantized_model, trained_model
 from tokenbounds.studies.markov_sizes import MODELS, MarkovConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
-from tokenbounds.train.trainer import TrainConfig, read_checkpoint_state, train
+from tokenbounds.train.trainer import TrainConfig
 
 PLOTS = (Plot("context", "k", "context length k (tokens since the last eot)", series="model"),)
 
@@ -116,32 +114,14 @@ def _train(cfg: MarkovConfig, out: Path, order: int) -> tuple[Path, dict]:
         checkpoint_every=max(cfg.steps // 4, 1),
         seed=cfg.seed,
     )
-    model_dir = out / "models" / f"k{order}"
-    resume = False
-    if holds_something(model_dir):
-        try:
-            state = read_checkpoint_state(model_dir)
-        except UserError:
-            shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to continue
-        else:
-            if state["step"] == cfg.steps:
-                return model_dir, {"train_seconds": state["seconds"]}
-            resume = True
-    result = train(spec, train_cfg, corpus, model_dir, resume=resume, progress=False, log=lambda line: None)
-    return model_dir, {"train_seconds": result.seconds}
+    trained = trained_model(out / "models" / f"k{order}", spec, train_cfg, data_dir(cfg, out))
+    return trained["dir"], {"train_seconds": trained["seconds"]}
 
 
 def _gpt_row(cfg: MarkovConfig, order: int):
     def build(out: Path) -> RowBuild:
         model_dir, seconds = _train(cfg, out, order)
-        target = out / "quantized" / f"k{order}"
-        if not (target / "quantized.json").is_file():
-            partial = target.with_name(target.name + ".partial")
-            if partial.exists():
-                shutil.rmtree(partial)
-            quantize_model(model_dir, partial, levels=cfg.levels, kmeans=True, progress=False)
-            os.replace(partial, target)
-        manifest = json.loads((target / "quantized.json").read_text())
+        target, manifest = quantized_model(out / "quantized" / f"k{order}", model_dir, levels=cfg.levels, kmeans=True)
         facts = {"free_parameters": manifest["n_parameters"]}
         facts["message_bits_per_entry"] = manifest["bits_per_parameter"]
         return RowBuild(_request(cfg, out, target, order), facts, seconds)

@@ -34,29 +34,25 @@ directory is written under a temporary name and renamed when complete, and the c
 
 import json
 import math
-import os
-import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
 
-from tokenbounds.compress.model import quantize_model
 from tokenbounds.compress.pricing import checkpoint_message_bits
 from tokenbounds.data.sequences import SequenceConfig, read_eval, write_sequences
 from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
-from tokenbounds.files import holds_something
 from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.groups import PARAMETRIZATIONS
 from tokenbounds.models.parametrization import make_spec
 from tokenbounds.pipeline import BoundRequest
 from tokenbounds.stats.topk import pessimistic_rank
-from tokenbounds.studies.compression import _frozen_copy
+from tokenbounds.studies.building import frozen_copy, quantized_model, trained_model
 from tokenbounds.studies.memorization_sizes import MemorizationConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
-from tokenbounds.train.trainer import TrainConfig, read_checkpoint_state, train
+from tokenbounds.train.trainer import TrainConfig
 
 GROUP = "levels"
 PLOTS = (Plot(GROUP, "bits_per_parameter", "message bits per free parameter", series="coding", log_x=True),)
@@ -109,33 +105,13 @@ def _trained(out: Path, cfg: MemorizationConfig) -> dict:
         seed=cfg.seed,
         bf16=cfg.bf16,
     )
-    resume = False
-    if holds_something(model_dir):
-        try:
-            state = read_checkpoint_state(model_dir)
-        except UserError:
-            shutil.rmtree(model_dir)  # interrupted before its first checkpoint: nothing to continue
-        else:
-            if state["step"] == cfg.steps:
-                return {"dir": model_dir, "seconds": state["seconds"]}
-            resume = True
-    result = train(gpt_spec(cfg), train_cfg, open_corpus(out / "data"), model_dir, resume=resume, progress=False,
-                   log=lambda line: None)  # fmt: skip
-    return {"dir": model_dir, "seconds": result.seconds}
+    return trained_model(model_dir, gpt_spec(cfg), train_cfg, out / "data")
 
 
 def _quantized(out: Path, source: Path, levels: int, kmeans: bool) -> tuple[Path, dict]:
     """quantized/L<levels>-<coding>, written whole or not at all."""
     name = f"L{levels}-{'kmeans' if kmeans else 'uniform'}"
-    target = out / "quantized" / name
-    if (target / "quantized.json").is_file():
-        return target, json.loads((target / "quantized.json").read_text())
-    partial = target.with_name(name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    manifest = quantize_model(source, partial, levels=levels, kmeans=kmeans, tensors=MATRICES, progress=False)
-    os.replace(partial, target)
-    return target, manifest
+    return quantized_model(out / "quantized" / name, source, levels=levels, kmeans=kmeans, tensors=MATRICES)
 
 
 def continuation_ranks(model, rows: np.ndarray, prompt: int, eot: int, batch: int = EVAL_BATCH) -> np.ndarray:
@@ -189,7 +165,7 @@ def _request(cfg: MemorizationConfig, out: Path, model: Path, checkpoint_size: b
 def _rows(cfg: MemorizationConfig) -> list[Row]:
     def float32(out):
         trained = _trained(out, cfg)
-        model = _frozen_copy(out, trained["dir"], "dense")
+        model = frozen_copy(out / "float32" / "dense", trained["dir"])
         bits, info = checkpoint_message_bits(model, progress=False)
         facts = {"free_parameters": info["n_parameters"], "bits_per_parameter": bits / info["n_parameters"]}
         facts.update(accuracies(model, out / "data"))
