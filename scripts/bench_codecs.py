@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenbounds.compress import codecs as C  # noqa: E402
+from tokenbounds.compress.archive import clean_env  # noqa: E402
+from tokenbounds.compress.codec_table import DEFAULT_LEVELS, parse_codec  # noqa: E402
 
 PROMISED = {"gzip", "xz", "xz-mt"}  # codecs whose recipe says "same bytes as the CLI"
 
@@ -56,7 +58,7 @@ def cli_command(name: str, level: int) -> list[str]:
 
 def run_cli(cmd: list[str], path: Path) -> tuple[float, bytes]:
     t0 = time.perf_counter()
-    out = subprocess.run(cmd + [str(path)], capture_output=True, check=True, env=C.clean_env()).stdout
+    out = subprocess.run(cmd + [str(path)], capture_output=True, check=True, env=clean_env()).stdout
     return time.perf_counter() - t0, out
 
 
@@ -80,7 +82,7 @@ def main() -> int:
     ap.add_argument("--file", help="file to compress (default: the SmolLM2-135M Q4_1 GGUF)")
     ap.add_argument("--mb", type=int, help="benchmark the first MB MiB of the file only")
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--codecs", default=",".join(k for k in C.DEFAULT_LEVELS))
+    ap.add_argument("--codecs", default=",".join(k for k in DEFAULT_LEVELS))
     args = ap.parse_args()
     if args.file:
         path = Path(args.file)
@@ -106,7 +108,7 @@ def main() -> int:
     specs = [s.strip() for s in args.codecs.split(",") if s.strip()]
     rows = []
     for spec in specs:
-        name, level = C.parse_codec(spec)
+        name, level = parse_codec(spec)
         cmd = cli_command(name, level)
         if shutil.which(cmd[0]) is None:
             print(f"{spec}: no {cmd[0]} on PATH, skipped")
@@ -136,14 +138,14 @@ def main() -> int:
     head = f"{'codec':8} {'ours MB/s':>9} {'CLI MB/s':>9} {'ratio':>6} {'paired':>6} {'thread MB/s':>11}"
     print(head + f" {'ours bytes':>12} {'CLI bytes':>12}  same bytes")
     for spec, _method, _cmd, om, cm, pr, n, m, same, _len_ok, tm in rows:
-        promise = "" if C.parse_codec(spec)[0] in promised else " (not promised)"
+        promise = "" if parse_codec(spec)[0] in promised else " (not promised)"
         print(f"{spec:8} {om:9.2f} {cm:9.2f} {om / cm:6.2f} {pr:6.2f} {tm:11.2f} {n:12,} {m:12,}  {same}{promise}")
     print()
     for spec, method, cmd, *_ in rows:
         print(f"{spec:8} ours: {method}\n{'':8} CLI:  {cmd}")
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    bad = [r[0] for r in rows if C.parse_codec(r[0])[0] in promised and not (r[8] and r[9])]
+    bad = [r[0] for r in rows if parse_codec(r[0])[0] in promised and not (r[8] and r[9])]
     if bad:
         print(f"BYTES DIFFER from the CLI for: {', '.join(bad)}")
     return 1 if bad else 0

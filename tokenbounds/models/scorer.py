@@ -50,25 +50,29 @@ class Scores:
 
 
 ROW_CHUNK = 16  # logit rows processed together: a (16, V) float32 block stays in cache across the passes below
-TOPK_BLOCK = 32  # the top-k search first picks blocks of this many logits by their maxima (see _top_logits)
+TOPK_BLOCK = 16  # the top-k search first picks blocks of this many logits by their maxima (see _top_logits)
 
 
 def _top_logits(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k largest logits of each row of z (values sorted descending, and their indices), like torch.topk.
 
-    torch.topk over all V logits costs more than the rest of the statistics together. The k largest values lie in
-    the k blocks with the largest maxima: a value above the k-th largest t sits in a block whose maximum exceeds t,
-    and at most k - 1 values exceed t; and if k blocks have a maximum >= t, they hold k values >= t. So one max
-    per block, a topk over the V / TOPK_BLOCK maxima, and a topk over k * TOPK_BLOCK candidates give the same
-    values (tied values may come with other tied indices).
+    torch.topk over all V logits costs more than the rest of the statistics together. Split the vocabulary into
+    blocks: the k largest values lie in the k blocks with the largest maxima (a value above the k-th largest t sits
+    in a block whose maximum exceeds t, and at most k - 1 values exceed t; and if k blocks have a maximum >= t, they
+    hold k values >= t). So one max per block, a topk over the V / TOPK_BLOCK maxima, and a topk over k * TOPK_BLOCK
+    candidates give the same values (tied values may come with other tied indices). Any partition into blocks will
+    do; block j here is every n-th logit from j (n = V // TOPK_BLOCK), so the maxima are an elementwise max over
+    TOPK_BLOCK contiguous runs of n logits, which vectorises; the remainder of V past TOPK_BLOCK * n is a candidate
+    throughout.
     """
     rows, vocab = z.shape
     n_blocks = vocab // TOPK_BLOCK
     if n_blocks < 4 * k:  # little to gain
         return torch.topk(z, k, dim=-1, sorted=True)
-    blocks = z.unfold(1, TOPK_BLOCK, TOPK_BLOCK)  # (rows, n_blocks, TOPK_BLOCK), a view; the remainder is apart
-    chosen = torch.topk(blocks.amax(dim=-1), k, dim=-1, sorted=False).indices
-    candidates = (chosen[:, :, None] * TOPK_BLOCK + torch.arange(TOPK_BLOCK, device=z.device)).reshape(rows, -1)
+    maxima = z.unfold(1, n_blocks, n_blocks)[:, :TOPK_BLOCK].amax(dim=1)  # (rows, n_blocks), over a strided view
+    chosen = torch.topk(maxima, k, dim=-1, sorted=False).indices
+    members = torch.arange(0, TOPK_BLOCK * n_blocks, n_blocks, device=z.device)
+    candidates = (chosen[:, None, :] + members[:, None]).reshape(rows, -1)
     if vocab > n_blocks * TOPK_BLOCK:
         rest = torch.arange(n_blocks * TOPK_BLOCK, vocab, device=z.device).expand(rows, -1)
         candidates = torch.cat([candidates, rest], dim=1)
@@ -77,42 +81,63 @@ def _top_logits(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return values, candidates.gather(1, where.gather(1, order))
 
 
+def _ranks(z: torch.Tensor, target_logit: torch.Tensor, top_values: torch.Tensor | None, sound: torch.Tensor | None):
+    """#{v : z_v >= z_y} - 1 per row (ties count against the model, stats/topk.py), exactly.
+
+    Given each row's k largest logits (sorted descending), a target above the k-th largest has every logit >= it
+    among them, so k comparisons give its rank; the other rows (a target not above the k-th largest, or a row the
+    caller refuses) are counted over all V logits, one row at a time (a view, no copy).
+    """
+    if top_values is None:
+        return (z >= target_logit).sum(dim=-1, dtype=torch.int32).long() - 1
+    at_least = (top_values >= target_logit).sum(dim=-1)
+    if top_values.shape[1] < z.shape[1]:
+        counted = (target_logit[:, 0] > top_values[:, -1]) & sound
+        if not bool(counted.all()):
+            for row in torch.nonzero(~counted)[:, 0].tolist():
+                at_least[row] = (z[row] >= target_logit[row]).sum()
+    return at_least - 1
+
+
 @functools.lru_cache(maxsize=8)
 def _centring_tables(alphas: tuple[float, ...], vocab: int) -> tuple[torch.Tensor, ...]:
-    """Per-bin weights k(r * midpoint) (N_BINS, n_alphas), the rates r and the range [a, a + Delta] in nats."""
+    """Per-bin weights k(r * midpoint) (N_BINS, n_alphas), the alphas, the rates r and [a, a + Delta] in nats."""
     rates = [(1.0 - a) * vocab / a for a in alphas]
     low = [-math.log1p(-a + a / vocab) for a in alphas]
     high = [math.log(vocab / a) for a in alphas]
     return tuple(
         torch.tensor(np.asarray(t), dtype=torch.float64)
-        for t in (centring.bin_weights(alphas, vocab), rates, low, high)
+        for t in (centring.bin_weights(alphas, vocab), alphas, rates, low, high)
     )
 
 
 def _target_stats(
     logits: torch.Tensor, targets: torch.Tensor, alphas: list[float], ks: list[int]
 ) -> tuple[torch.Tensor, ...]:
-    """Statistics of (N, V) float32 logits for N targets, computed a few rows at a time (memory-bound otherwise).
+    """Statistics of (N, V) float32 logits for N targets.
 
-    The entropies are the shipped centring, `tokenbounds.stats.centring.binned_smoothed_entropy_bits` (its numpy
-    reference; the note there bounds its distance to the exact smoothed entropy): one V-wide histogram of p per
-    row serves every alpha. They depend on the logits only, never on the target.
+    The V-wide passes run a few rows at a time (memory-bound otherwise); what is left per row (k values, a
+    histogram's dot products) runs once over all N rows. The entropies are the shipped centring,
+    `tokenbounds.stats.centring.binned_smoothed_entropy_bits` (its numpy reference; the note there bounds its
+    distance to the exact smoothed entropy): one V-wide histogram of p per row serves every alpha. They depend on
+    the logits only, never on the target.
     """
     n, vocab = logits.shape
     device = logits.device
     logp = torch.empty(n, dtype=torch.float32, device=device)
     rank = torch.empty(n, dtype=torch.int64, device=device)
-    entropies = torch.empty(n, len(alphas), device=device) if alphas else None
-    outside = torch.empty(n, len(ks), device=device) if ks else None
     top_k = min(max([*ks, centring.EXACT_TOP if alphas else 0]), vocab)  # k >= V: nothing is outside the top k
     width = min(ROW_CHUNK, n)
     # Reused across chunks: fresh multi-MB buffers would cost a page fault per 4 KiB every chunk.
     probs = torch.empty(width, vocab, device=device)
+    if top_k:
+        sound = torch.empty(n, dtype=torch.bool, device=device)
+        top_p = torch.empty(n, top_k, dtype=torch.float64, device=device)
     if alphas:
-        weights, rates, low, high = (t.to(device) for t in _centring_tables(tuple(alphas), vocab))
+        weights, alpha, rates, low, high = (t.to(device) for t in _centring_tables(tuple(alphas), vocab))
         bins = torch.empty(width, vocab, dtype=torch.int64, device=device)
-        wide = torch.empty(width, vocab, dtype=torch.float64, device=device)
-        hist = torch.empty(width, centring.N_BINS, dtype=torch.float64, device=device)
+        hist = torch.empty(width, centring.N_BINS, dtype=torch.float32, device=device)
+        binned = torch.empty(n, len(alphas), dtype=torch.float64, device=device)
     for start in range(0, n, ROW_CHUNK):
         rows = slice(start, start + ROW_CHUNK)
         z = logits[rows]
@@ -122,39 +147,39 @@ def _target_stats(
         total = e.sum(dim=-1, keepdim=True)
         target_logit = z.gather(1, targets[rows, None])
         logp[rows] = ((target_logit - peak) - total.log())[:, 0]
-        # Ties count against the model (stats/topk.py): the target itself is the one v with z_v >= z_y not counted.
-        rank[rows] = (z >= target_logit).sum(dim=-1) - 1
         if not top_k:
+            rank[rows] = _ranks(z, target_logit, None, None)
             continue
-        sound = torch.isfinite(peak[:, 0])
-        if not bool(sound.all()):  # NaN / +inf / all -inf: refused by the caller; keep the passes below in range
-            z = torch.where(sound[:, None], z, 0.0)
-            e = torch.sub(z, z.amax(dim=-1, keepdim=True), out=probs[:m]).exp_()
-            total = e.sum(dim=-1, keepdim=True)
+        fine = sound[rows] = torch.isfinite(peak[:, 0])
+        raw = z
+        if not bool(fine.all()):  # NaN / +inf / all -inf: refused by the caller; keep the passes below in range
+            z = torch.where(fine[:, None], z, 0.0)
             peak = z.amax(dim=-1, keepdim=True)
+            e = torch.sub(z, peak, out=probs[:m]).exp_()
+            total = e.sum(dim=-1, keepdim=True)
         top_values, top_index = _top_logits(z, top_k)
-        top_p = (top_values - peak).double().exp() / total.double()  # (m, top_k) exact probabilities
-        if ks:
-            mass = top_p.cumsum(dim=-1)
-            out = torch.stack([(1.0 - mass[:, min(k, vocab) - 1]).clamp_min(0.0) for k in ks], dim=-1).float()
-            outside[rows] = torch.where(sound[:, None], out, math.nan)
+        rank[rows] = _ranks(raw, target_logit, top_values, fine)
+        top_p[rows] = (top_values - peak).double().exp() / total.double()  # exact probabilities of the top k
         if alphas:
             p = e.mul_(1.0 / total)  # float32 p, binned by its bit pattern (centring.py)
-            exact_top = min(centring.EXACT_TOP, vocab)
-            head = top_p[:, :exact_top, None]
-            x = head * rates
-            safe = torch.where(x < 1e-8, 1.0, x)
-            k_head = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
-            exact = (head * k_head).sum(dim=1)  # (m, n_alphas)
-            p.scatter_(1, top_index[:, :exact_top], 0.0)  # the top tokens are counted exactly, not binned
+            p.scatter_(1, top_index[:, : centring.EXACT_TOP], 0.0)  # the top tokens are counted exactly, not binned
             index = bins[:m].copy_(p.view(torch.int32)).bitwise_right_shift_(centring.BIN_SHIFT)
-            # Summed in float64: a float32 running sum over thousands of tokens in one bin drifts by ~1e-4.
-            h = hist[:m].zero_().scatter_add_(1, index, wide[:m].copy_(p))
-            binned = h @ weights
-            h_nats = torch.log(vocab / torch.tensor(alphas, dtype=torch.float64, device=device))
-            h_nats = h_nats - (1.0 - torch.tensor(alphas, dtype=torch.float64, device=device)) * (exact + binned)
-            h_bits = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
-            entropies[rows] = torch.where(sound[:, None], h_bits, math.nan)
+            # float32 sums, in index order, as the reference's np.add.at (centring.py bounds their rounding)
+            h = hist[:m].zero_().scatter_add_(1, index, p)
+            binned[rows] = h.double() @ weights
+    outside = entropies = None
+    if ks:
+        mass = top_p.cumsum(dim=-1)[:, [min(k, vocab) - 1 for k in ks]]
+        outside = torch.where(sound[:, None], (1.0 - mass).clamp_min(0.0).float(), math.nan)
+    if alphas:
+        head = top_p[:, : centring.EXACT_TOP, None]
+        x = head * rates
+        safe = torch.where(x < 1e-8, 1.0, x)
+        k_head = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
+        exact = (head * k_head).sum(dim=1)  # (N, n_alphas)
+        h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (exact + binned)
+        h_bits = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
+        entropies = torch.where(sound[:, None], h_bits, math.nan)
     return logp, rank, entropies, outside
 
 
