@@ -1,4 +1,5 @@
-"""What a study row builds in its run directory, resumably: a trained model, a quantized one, a priced frozen copy.
+"""What a study row builds in its run directory, resumably (a trained model, a quantized one, a priced frozen copy),
+and the bound it asks for.
 
 Each is written so that an interrupted study resumes where it stopped: training continues from its last checkpoint
 (or starts again when it was killed before the first), and a quantized or copied directory is written under a
@@ -15,6 +16,7 @@ from tokenbounds.data.shards import open_corpus
 from tokenbounds.errors import UserError
 from tokenbounds.files import holds_something
 from tokenbounds.models.parametrization import FREE_FILE, SPEC_FILE
+from tokenbounds.request import BoundRequest
 from tokenbounds.train.trainer import TrainConfig, read_checkpoint_state, train
 
 FIXED_MTIME = 946_684_800  # 2000-01-01 UTC
@@ -88,3 +90,22 @@ def frozen_copy(target: Path, source: Path) -> Path:
         os.utime(partial / file, (FIXED_MTIME, FIXED_MTIME))
     os.replace(partial, target)
     return target
+
+
+def block_bound(cfg, out: Path, model: Path, **options) -> BoundRequest:
+    """The studies' bound of a row's model on the study's corpus (out/data): eb, block units, betting (the tightest
+    configuration), with the study config's samples, context, stride, delta and seed. `options`: the prior
+    (message_bits, checkpoint_size) and progress (off unless given)."""
+    return BoundRequest(
+        model=str(model),
+        data=str(out / "data"),
+        method="eb",
+        mode="block",
+        subsample_ucb="betting",
+        samples=cfg.samples,
+        context=cfg.context,
+        stride=cfg.stride,
+        delta=cfg.delta,
+        seed=cfg.seed,
+        **{"progress": False, **options},
+    )

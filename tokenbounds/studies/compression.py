@@ -26,9 +26,8 @@ from tokenbounds.data.prepare import prepare
 from tokenbounds.errors import UserError
 from tokenbounds.models.groups import PARAMETRIZATIONS, SUBSPACE_BY_DEFAULT
 from tokenbounds.models.parametrization import make_spec
-from tokenbounds.pipeline import BoundRequest
 from tokenbounds.quickstart import byte_gpt
-from tokenbounds.studies.building import frozen_copy, quantized_model, trained_model
+from tokenbounds.studies.building import block_bound, frozen_copy, quantized_model, trained_model
 from tokenbounds.studies.compression_sizes import SUB_STUDIES, CompressionConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
@@ -83,23 +82,6 @@ def _train_to(out: Path, name: str, spec: dict, cfg: CompressionConfig, steps: i
     return trained_model(model_dir, spec, train_cfg, out / "data", stop=stop)
 
 
-def _request(cfg: CompressionConfig, out: Path, model: Path, checkpoint_size: bool = False) -> BoundRequest:
-    return BoundRequest(
-        model=str(model),
-        data=str(out / "data"),
-        method="eb",
-        mode="block",
-        subsample_ucb="betting",
-        samples=cfg.samples,
-        context=cfg.context,
-        stride=cfg.stride,
-        delta=cfg.delta,
-        seed=cfg.seed,
-        checkpoint_size=checkpoint_size,
-        progress=False,
-    )
-
-
 def _quantized_row(cfg, out, name, spec, steps, stop) -> RowBuild:
     """Train (to `stop`), quantize at cfg.train_levels uniform levels, bound."""
     trained = _train_to(out, name, spec, cfg, steps, stop)
@@ -107,7 +89,7 @@ def _quantized_row(cfg, out, name, spec, steps, stop) -> RowBuild:
         out / "quantized" / f"{name}-step{stop}-L{cfg.train_levels}", trained["dir"], levels=cfg.train_levels
     )
     facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
-    return RowBuild(_request(cfg, out, target), facts, {"train_seconds": trained["seconds"]})
+    return RowBuild(block_bound(cfg, out, target), facts, {"train_seconds": trained["seconds"]})
 
 
 def _time_rows(cfg: CompressionConfig) -> list[Row]:
@@ -144,7 +126,7 @@ def _levels_rows(cfg: CompressionConfig) -> list[Row]:
         model = frozen_copy(out / "float32" / f"time-step{last}", trained["dir"])
         bits, info = checkpoint_message_bits(model, progress=False)
         facts = {"free_parameters": info["n_parameters"], "bits_per_parameter": bits / info["n_parameters"]}
-        return RowBuild(_request(cfg, out, model, checkpoint_size=True), facts)
+        return RowBuild(block_bound(cfg, out, model, checkpoint_size=True), facts)
 
     def build(levels, kmeans):
         def row(out):
@@ -152,7 +134,7 @@ def _levels_rows(cfg: CompressionConfig) -> list[Row]:
             name = f"time-step{last}-L{levels}-{'kmeans' if kmeans else 'uniform'}"
             target, manifest = quantized_model(out / "quantized" / name, trained["dir"], levels=levels, kmeans=kmeans)
             facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
-            return RowBuild(_request(cfg, out, target), facts)
+            return RowBuild(block_bound(cfg, out, target), facts)
 
         return row
 

@@ -56,7 +56,7 @@ from tokenbounds.models.parametrization import FREE_FILE, build_model, load_free
 from tokenbounds.pipeline import BoundRequest
 from tokenbounds.quickstart import byte_gpt
 from tokenbounds.streams import TRAIN_EVAL, stream
-from tokenbounds.studies.building import quantized_model, trained_model
+from tokenbounds.studies.building import block_bound, quantized_model, trained_model
 from tokenbounds.studies.finetune_sizes import FinetuneConfig, PairConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
@@ -155,23 +155,6 @@ def _dialogue_bits(spec: dict, free: dict[str, np.ndarray], cfg: FinetuneConfig,
     return float(nats) / LN2
 
 
-def _request(cfg: FinetuneConfig, out: Path, model: Path, message_bits=None, progress=False) -> BoundRequest:
-    return BoundRequest(
-        model=str(model),
-        data=str(out / "data"),
-        method="eb",
-        mode="block",
-        subsample_ucb="betting",
-        samples=cfg.samples,
-        context=cfg.context,
-        stride=cfg.stride,
-        delta=cfg.delta,
-        seed=cfg.seed,
-        message_bits=message_bits,
-        progress=progress,
-    )
-
-
 def _base(cfg: FinetuneConfig, out: Path, progress: bool) -> tuple[Path, dict, dict]:
     """The base model, trained and quantized: (its quantized directory, manifest, training record)."""
     train_cfg = _train_config(cfg, cfg.base_steps, cfg.base_lr, cfg.base_warmup)
@@ -189,7 +172,7 @@ def _base_row(cfg: FinetuneConfig, progress: bool):
             "free_parameters": manifest["n_parameters"],
             "dialogue_bits_per_token": _dialogue_bits(study_spec(cfg), z_base, cfg, out),
         }
-        return RowBuild(_request(cfg, out, target, progress=progress), facts, {"train_seconds": trained["seconds"]})
+        return RowBuild(block_bound(cfg, out, target, progress=progress), facts, {"train_seconds": trained["seconds"]})
 
     return Row("base", GROUP, "base", {"model": "base"}, build)
 
@@ -218,7 +201,7 @@ def _finetuned_row(cfg: FinetuneConfig, progress: bool):
             "delta_bits": delta_manifest["delta_bits"],
             "choice_bits": CHOICE_BITS,
         }
-        request = _request(cfg, out, model, CHOICE_BITS + min(own_bits, delta_bits), progress)
+        request = block_bound(cfg, out, model, message_bits=CHOICE_BITS + min(own_bits, delta_bits), progress=progress)
         return RowBuild(request, facts, {"train_seconds": trained["seconds"]})
 
     return Row("finetuned", GROUP, "fine-tuned", {"model": "fine-tuned"}, build)

@@ -46,9 +46,8 @@ from tokenbounds.errors import UserError
 from tokenbounds.models.gpt import GPTConfig
 from tokenbounds.models.groups import PARAMETRIZATIONS
 from tokenbounds.models.parametrization import make_spec
-from tokenbounds.pipeline import BoundRequest
 from tokenbounds.stats.topk import pessimistic_rank
-from tokenbounds.studies.building import frozen_copy, quantized_model, trained_model
+from tokenbounds.studies.building import block_bound, frozen_copy, quantized_model, trained_model
 from tokenbounds.studies.memorization_sizes import MemorizationConfig
 from tokenbounds.studies.plots import Plot
 from tokenbounds.studies.runner import Row, RowBuild, Study
@@ -156,12 +155,6 @@ def accuracies(model_path: Path, data: Path) -> dict:
     return facts
 
 
-def _request(cfg: MemorizationConfig, out: Path, model: Path, checkpoint_size: bool = False) -> BoundRequest:
-    return BoundRequest(model=str(model), data=str(out / "data"), method="eb", mode="block", subsample_ucb="betting",
-                        samples=cfg.samples, context=cfg.context, stride=cfg.stride, delta=cfg.delta, seed=cfg.seed,
-                        checkpoint_size=checkpoint_size, progress=False)  # fmt: skip
-
-
 def _rows(cfg: MemorizationConfig) -> list[Row]:
     def float32(out):
         trained = _trained(out, cfg)
@@ -169,14 +162,16 @@ def _rows(cfg: MemorizationConfig) -> list[Row]:
         bits, info = checkpoint_message_bits(model, progress=False)
         facts = {"free_parameters": info["n_parameters"], "bits_per_parameter": bits / info["n_parameters"]}
         facts.update(accuracies(model, out / "data"))
-        return RowBuild(_request(cfg, out, model, checkpoint_size=True), facts, {"train_seconds": trained["seconds"]})
+        return RowBuild(
+            block_bound(cfg, out, model, checkpoint_size=True), facts, {"train_seconds": trained["seconds"]}
+        )
 
     def quantized(levels, kmeans):
         def row(out):
             target, manifest = _quantized(out, _trained(out, cfg)["dir"], levels, kmeans)
             facts = {"free_parameters": manifest["n_parameters"], "bits_per_parameter": manifest["bits_per_parameter"]}
             facts.update(accuracies(target, out / "data"))
-            return RowBuild(_request(cfg, out, target), facts)
+            return RowBuild(block_bound(cfg, out, target), facts)
 
         return row
 
