@@ -8,6 +8,7 @@ import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tokenbounds.cli.study_flags import StudyFlags
 from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.studies.compression_sizes import SIZES, SUB_STUDIES
@@ -18,24 +19,15 @@ STUDY_MODULES: tuple[str, ...] = ("study_markov", "study_memorization", "study_f
 
 
 @dataclass(frozen=True, kw_only=True)
-class CompressionStudyConfig:
-    out: str = flag(help="new run directory (or the one to --resume)", metavar="DIR")
-    resume: bool = flag(False, help="finish the study in --out, skipping its finished rows")
+class CompressionStudyConfig(StudyFlags):
     size: str = flag("default", help="how large a study", choices=tuple(SIZES))
     # Not a choices flag: an unknown name is a UserError (one line), and the rows run in SUB_STUDIES order.
     studies: tuple[str, ...] = flag(
         SUB_STUDIES, help=f"comma-separated sub-studies to run, of {', '.join(SUB_STUDIES)}", metavar="A,B,..."
     )
-    extra_bits: float = flag(
-        0.0, help="bits for choices of yours made after seeing this corpus; log2(rows) is added on top"
-    )
-    threads: int = flag(1, help="torch CPU threads (1: the study is bit-identical when resumed with the same count)")
 
     def __post_init__(self):
-        if self.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {self.threads}")
-        if not self.extra_bits >= 0:
-            raise UserError(f"--extra-bits must be >= 0, got {self.extra_bits}")
+        super().__post_init__()
         if not self.studies or set(self.studies) - set(SUB_STUDIES):
             raise UserError(f"--studies {','.join(self.studies)!r}: give some of {', '.join(SUB_STUDIES)}")
 

@@ -8,6 +8,7 @@ on --data with the same settings. Flags come from FinetuneStudyConfig; torch and
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tokenbounds.cli.study_flags import StudyFlags
 from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.studies.finetune_sizes import SIZES, PairConfig
@@ -17,9 +18,7 @@ PAIR_ONLY = ("data", "context", "stride", "samples", "codecs", "compute_dtype", 
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneStudyConfig:
-    out: str = flag(help="new run directory (or the one to --resume)", metavar="DIR")
-    resume: bool = flag(False, help="finish the study in --out, skipping its finished rows")
+class FinetuneStudyConfig(StudyFlags):
     size: str = flag("default", help="how large the CPU study (without --base / --chat)", choices=tuple(SIZES))
     base: str | None = flag(
         None, help="a base checkpoint (Hugging Face directory or .gguf)", metavar="PATH", default_text="the CPU study"
@@ -47,17 +46,7 @@ class FinetuneStudyConfig:
     )  # fmt: skip
     device: str = flag(PairConfig.device, help="torch device of the forward passes: cpu, cuda, cuda:N", group=PAIR)
     batch_tokens: int = flag(PairConfig.batch_tokens, help="padded tokens per forward batch", metavar="N", group=PAIR)
-    extra_bits: float = flag(
-        0.0, help="bits for choices of yours made after seeing this corpus; log2(rows) is added on top"
-    )
-    threads: int = flag(1, help="torch CPU threads (1: the study is bit-identical when resumed with the same count)")
     progress: bool = flag(True, help="hide progress bars", name="--no-progress")
-
-    def __post_init__(self):
-        if self.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {self.threads}")
-        if not self.extra_bits >= 0:
-            raise UserError(f"--extra-bits must be >= 0, got {self.extra_bits}")
 
     def pair(self, given: set[str]) -> PairConfig | None:
         """The checkpoint pair asked for, or None for the CPU study; UserError on flags of the other kind."""

@@ -7,15 +7,14 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tokenbounds.cli.study_flags import StudyFlags
 from tokenbounds.config import add_flags, flag, parse_config
 from tokenbounds.errors import UserError
 from tokenbounds.studies.markov_sizes import MODELS, SIZES
 
 
 @dataclass(frozen=True, kw_only=True)
-class MarkovStudyConfig:
-    out: str = flag(help="new run directory (or the one to --resume)", metavar="DIR")
-    resume: bool = flag(False, help="finish the study in --out, skipping its finished rows")
+class MarkovStudyConfig(StudyFlags):
     size: str = flag("default", help="how large a study", choices=tuple(SIZES))
     orders: tuple[int, ...] | None = flag(
         None, help="the k grid: a chain at every k, a GPT at every k >= 1", metavar="K1,K2,...", default_text="--size's"
@@ -34,16 +33,9 @@ class MarkovStudyConfig:
         help="GiB: refuse, before any row runs, an order whose counts may need more (with the estimate)",
         metavar="GIB",
     )
-    extra_bits: float = flag(
-        0.0, help="bits for choices of yours made after seeing this corpus; log2(rows) is added on top"
-    )
-    threads: int = flag(1, help="torch CPU threads (1: the study is bit-identical when resumed with the same count)")
 
     def __post_init__(self):
-        if self.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {self.threads}")
-        if not self.extra_bits >= 0:
-            raise UserError(f"--extra-bits must be >= 0, got {self.extra_bits}")
+        super().__post_init__()
         if not (self.max_memory > 0 and math.isfinite(self.max_memory)):
             raise UserError(f"--max-memory must be a positive number of GiB, got {self.max_memory}")
 

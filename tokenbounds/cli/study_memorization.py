@@ -8,31 +8,19 @@ study runs.
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tokenbounds.cli.study_flags import StudyFlags
 from tokenbounds.config import add_flags, flag, parse_config
-from tokenbounds.errors import UserError
 from tokenbounds.studies.memorization_sizes import SIZES
 
 
 @dataclass(frozen=True, kw_only=True)
-class MemorizationStudyConfig:
-    out: str = flag(help="new run directory (or the one to --resume)", metavar="DIR")
-    resume: bool = flag(False, help="finish the study in --out, skipping its finished rows")
+class MemorizationStudyConfig(StudyFlags):
     size: str = flag("default", help="how large a study", choices=tuple(SIZES))
     n_random: int | None = flag(None, help="keyed random records (memorized)", default_text="the size's")
     n_structured: int | None = flag(None, help="structured training records (inferred)", default_text="the size's")
     levels: tuple[int, ...] | None = flag(
         None, help="quantization levels, each uniform and k-means, next to float32", default_text="the size's"
     )
-    extra_bits: float = flag(
-        0.0, help="bits for choices of yours made after seeing this corpus; log2(rows) is added on top"
-    )
-    threads: int = flag(1, help="torch CPU threads (1: the study is bit-identical when resumed with the same count)")
-
-    def __post_init__(self):
-        if self.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {self.threads}")
-        if not self.extra_bits >= 0:
-            raise UserError(f"--extra-bits must be >= 0, got {self.extra_bits}")
 
 
 def add_study(studies) -> None:
