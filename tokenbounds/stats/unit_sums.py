@@ -17,6 +17,7 @@ A sampled unit's value is its mean L_uj / n_u (its centred square C_uj / n_u), s
 units are drawn in proportion to n_u; the exhaustive empirical risk is sum_u L_uj / sum_u n_u.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -61,27 +62,19 @@ class UnitSums:
     def __len__(self) -> int:
         return len(self.n_targets)
 
+    def _map(self, function, *others: "UnitSums") -> "UnitSums":
+        """The same function of every array (with the matching arrays of `others`); centred_sq stays None if None."""
+        names = [f.name for f in dataclasses.fields(UnitSums)]  # (astuple would deep-copy every array)
+        columns = ([getattr(u, name) for u in (self, *others)] for name in names)
+        return UnitSums(*(None if c[0] is None else function(*c) for c in columns))
+
     def total(self) -> "UnitSums":
         """One row: the sums over every unit (in row order, so equal inputs give equal bits)."""
-        return UnitSums(
-            n_targets=self.n_targets.sum(keepdims=True),
-            loss=self.loss.sum(axis=0, keepdims=True),
-            loss_sq=self.loss_sq.sum(axis=0, keepdims=True),
-            centred_sq=None if self.centred_sq is None else self.centred_sq.sum(axis=0, keepdims=True),
-            log_p=self.log_p.sum(keepdims=True),
-            zero_p=self.zero_p.sum(keepdims=True),
-        )
+        return self._map(lambda a: a.sum(axis=0, keepdims=True))
 
     def take(self, rows: np.ndarray) -> "UnitSums":
         """Rows `rows` (e.g. one per draw, in sampling order)."""
-        return UnitSums(
-            self.n_targets[rows],
-            self.loss[rows],
-            self.loss_sq[rows],
-            None if self.centred_sq is None else self.centred_sq[rows],
-            self.log_p[rows],
-            self.zero_p[rows],
-        )
+        return self._map(lambda a: a[rows])
 
     def merge_consecutive(self, sizes: np.ndarray) -> "UnitSums":
         """Rows merged in consecutive runs of `sizes` (e.g. a document's windows into the document): sums add."""
@@ -89,14 +82,7 @@ class UnitSums:
         if sizes.min(initial=1) < 1 or int(sizes.sum()) != len(self):
             raise ValueError("group sizes must be >= 1 and cover every row")
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-
-        def merge(a):
-            return None if a is None else np.add.reduceat(a, starts, axis=0)
-
-        return UnitSums(*(merge(a) for a in self._arrays()))
-
-    def _arrays(self) -> tuple:
-        return self.n_targets, self.loss, self.loss_sq, self.centred_sq, self.log_p, self.zero_p
+        return self._map(lambda a: np.add.reduceat(a, starts, axis=0))
 
     def unit_means(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Statistic j's sampled value L_uj / n_u of every unit and, for eb, its centred square C_uj / n_u."""
@@ -121,26 +107,11 @@ class UnitSums:
 
     @staticmethod
     def concat(parts: list["UnitSums"]) -> "UnitSums":
-        centred = [p.centred_sq for p in parts]
-        return UnitSums(
-            np.concatenate([p.n_targets for p in parts]),
-            np.concatenate([p.loss for p in parts]),
-            np.concatenate([p.loss_sq for p in parts]),
-            None if centred[0] is None else np.concatenate(centred),
-            np.concatenate([p.log_p for p in parts]),
-            np.concatenate([p.zero_p for p in parts]),
-        )
+        return parts[0]._map(lambda *arrays: np.concatenate(arrays), *parts[1:])
 
     def __add__(self, other: "UnitSums") -> "UnitSums":
         """Row-wise sums (the same units, or two totals)."""
-        return UnitSums(
-            self.n_targets + other.n_targets,
-            self.loss + other.loss,
-            self.loss_sq + other.loss_sq,
-            None if self.centred_sq is None else self.centred_sq + other.centred_sq,
-            self.log_p + other.log_p,
-            self.zero_p + other.zero_p,
-        )
+        return self._map(np.add, other)
 
 
 def unit_sums(
