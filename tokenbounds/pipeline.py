@@ -275,8 +275,8 @@ def _report(req, hypothesis: Hypothesis, corpus: Corpus, plan, scored, split, la
     return {
         "method": req.method,
         "mode": req.mode,
-        "unit": "token",
-        "bounded_quantity": BOUNDED_QUANTITY["token"],
+        "unit": req.unit,
+        "bounded_quantity": BOUNDED_QUANTITY[req.unit],
         "delta": req.delta,
         "n_tokens": corpus.n_tokens,
         "samples": None if not sampled else stopping["used"] if stopping else len(plan.draws),
@@ -397,7 +397,7 @@ def _whole_unit_bound(req: BoundRequest, corpus: Corpus, hypothesis: Hypothesis,
         raise RuntimeError(f"scoring every {req.unit} covered {scored.scored_targets} of {corpus.n_tokens} tokens")
     split = report_delta_split(
         req.delta,
-        len(req.alphas) + len(req.ks),
+        statistics.size,
         complexity_nats=hypothesis.prior.complexity_nats,
         m=n,
         s=None if plan.draws is None else len(plan.draws),
@@ -410,8 +410,6 @@ def _whole_unit_bound(req: BoundRequest, corpus: Corpus, hypothesis: Hypothesis,
     distinct = len(plan.units) if sampled else None
     report = _report(req, hypothesis, corpus, plan, scored, split, lambdas, results, distinct, None)
     report["mode"] = "exhaustive" if plan.draws is None else "sampled"
-    report["unit"] = req.unit
-    report["bounded_quantity"] = BOUNDED_QUANTITY[req.unit]
     report["n_units"] = n
     report["units"] = plan.population.describe()
     report["data"]["sources"] = corpus.meta.get("sources")  # e.g. the embedded plays split into scenes
