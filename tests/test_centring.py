@@ -1,16 +1,18 @@
-"""The shipped eb centring: in [a, a + Delta], a function of the prediction only, close to the exact entropy, and
-the scorer's torch code equal to its numpy reference (stats/centring.py)."""
+"""The shipped eb centrings: in [a, a + Delta] and [0, 1], functions of the prediction only, within their stated
+distance of the exact entropy and top-k mass, and the scorer's torch code equal to its numpy reference
+(stats/centring.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from tokenbounds.models.scorer import _target_stats, _top_logits
+from tokenbounds.models.scorer import _target_stats
 from tokenbounds.stats.centring import (
     BIN_SHIFT,
     CENTRING,
-    EXACT_TOP,
+    TOPK_FLOOR,
     bin_midpoints,
+    binned_outside_topk,
     binned_smoothed_entropy_bits,
     smoothed_entropy_bits,
     summation_error,
@@ -18,7 +20,8 @@ from tokenbounds.stats.centring import (
 from tokenbounds.stats.smoothing import LN2, loss_range
 
 ALPHAS = [1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9]
-BIN_ERROR_NATS = 2.0 ** -(24 - BIN_SHIFT)  # per unit of mass outside the top EXACT_TOP (centring.py)
+BIN_ERROR_NATS = 2.0 ** -(24 - BIN_SHIFT)  # per unit of mass outside the most probable token (centring.py)
+KS = [1, 2, 5, 10, 100]
 
 
 def logit_cases(vocab: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +30,7 @@ def logit_cases(vocab: int, rng: np.random.Generator) -> np.ndarray:
         rng.standard_normal(vocab) * 3,
         rng.standard_normal(vocab) * 0.3,
         np.where(np.arange(vocab) < 3, 25.0, rng.standard_normal(vocab)),  # three tokens hold nearly everything
-        np.round(rng.standard_normal(vocab) * 2),  # many ties, some straddling the top-EXACT_TOP boundary
+        np.round(rng.standard_normal(vocab) * 2),  # many ties (-0.0 and +0.0 among them), at the top too
         np.where(np.arange(vocab) == vocab // 2, 1e4, -1e4),  # one-hot
         np.zeros(vocab),  # uniform
         np.where(np.arange(vocab) % 3 == 0, -np.inf, rng.standard_normal(vocab) * 5),  # p = 0 for a third
@@ -43,16 +46,26 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def stated_error_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
-    """The note's bound on |centring - H(q)|: binning, (1 - alpha) tail 2^-(24 - BIN_SHIFT), plus the float32
-    bin sums' rounding, (1 - alpha) gamma (sum over the tail of p k(r p) + the binning error), in bits."""
+    """The note's bound on |centring - H(q)|: binning, (1 - alpha) (1 - p_top) 2^-(24 - BIN_SHIFT), plus the float32
+    bin sums' rounding, (1 - alpha) gamma (sum over every token of p k(r p) + the binning error), in bits."""
     vocab = probs.shape[-1]
-    ordered = np.sort(probs, -1)[:, ::-1]
-    tail_p = ordered[:, EXACT_TOP:]
-    x = (1 - alpha) * vocab / alpha * tail_p
+    x = (1 - alpha) * vocab / alpha * probs
     k = np.where(x < 1e-8, 1.0, np.log1p(x) * (1 + 1 / np.maximum(x, 1e-300)))
-    tail = tail_p.sum(-1)
-    binning = tail * BIN_ERROR_NATS
-    return (1 - alpha) * (binning + summation_error(vocab) * ((tail_p * k).sum(-1) + binning)) / LN2 + 1e-9
+    binning = (1 - probs.max(-1)) * BIN_ERROR_NATS
+    return (1 - alpha) * (binning + summation_error(vocab) * ((probs * k).sum(-1) + binning)) / LN2 + 1e-9
+
+
+def exact_outside(probs: np.ndarray, k: int) -> np.ndarray:
+    return np.clip(1 - np.sort(probs, -1)[:, ::-1][:, :k].sum(-1), 0, 1)
+
+
+def stated_outside_error(probs: np.ndarray, k: int) -> np.ndarray:
+    """The note's bound on |top-k centring - exact|: 2^-(23 - BIN_SHIFT) x the mass of tokens 2..k, the float32 bin
+    sums' rounding (gamma of the mass held by the bins read), the floor, and float64 dust."""
+    ordered = np.sort(probs, -1)[:, ::-1]
+    second_to_k = ordered[:, 1:k].sum(-1)
+    gamma = summation_error(probs.shape[-1])
+    return (2.0 ** -(23 - BIN_SHIFT) + 2 * gamma) * second_to_k + (k - 1) * TOPK_FLOOR + 1e-7
 
 
 @pytest.mark.parametrize("vocab", [2, 50, 300, 5000, 49152])
@@ -64,19 +77,29 @@ def test_centring_lies_in_range_and_near_the_exact_entropy(vocab):
         c = binned_smoothed_entropy_bits(probs, alpha)
         assert np.all(c >= a) and np.all(c <= a + width)
         exact = smoothed_entropy_bits(probs, alpha)
-        # The stated error (binning and float32 bin sums, centring.py); exact when V <= EXACT_TOP.
+        # The stated error (binning and float32 bin sums, centring.py).
         np.testing.assert_array_less(np.abs(c - exact), stated_error_bits(probs, alpha))
-        if vocab <= EXACT_TOP:
-            np.testing.assert_allclose(c, exact, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("vocab", [2, 50, 300, 5000, 49152])
+def test_topk_centring_lies_in_range_and_near_the_exact_mass(vocab):
+    rng = np.random.default_rng(vocab + 7)
+    probs = softmax(logit_cases(vocab, rng))
+    outside = binned_outside_topk(probs, KS)
+    assert np.all(outside >= 0) and np.all(outside <= 1)
+    for j, k in enumerate(KS):
+        np.testing.assert_array_less(np.abs(outside[:, j] - exact_outside(probs, k)), stated_outside_error(probs, k))
+        if k == 1 or k >= vocab:  # p_top is exact; nothing is outside the whole vocabulary
+            np.testing.assert_allclose(outside[:, j], exact_outside(probs, k), rtol=0, atol=1e-7)
 
 
 def test_centring_is_tight_on_lm_like_predictions():
-    """Not just within the worst case: on smooth tails the bin errors cancel (1e-4 bits is 1/100 of the bound)."""
+    """Not just within the worst case (0.0113 bits): on smooth tails the bin errors partly cancel."""
     rng = np.random.default_rng(1)
     probs = softmax((rng.standard_normal((20, 49152)) * 2.5).astype(np.float32))
     for alpha in (1e-4, 0.01, 0.5):
         gap = np.abs(binned_smoothed_entropy_bits(probs, alpha) - smoothed_entropy_bits(probs, alpha))
-        assert gap.max() < 3e-4
+        assert gap.max() < 1e-3
 
 
 def test_float32_bin_sums_round_within_their_bound():
@@ -89,23 +112,23 @@ def test_float32_bin_sums_round_within_their_bound():
     for probs, largest in [(near_uniform, 1e-2), (lm_like, 1e-6)]:
         for alpha in (1e-4, 0.5):
             c = binned_smoothed_entropy_bits(probs, alpha)
-            # The same histogram summed in float64 (np.bincount) instead of float32 in token order.
+            # The same histogram summed in float64 (np.bincount), the top token left out, instead of float32 in
+            # token order with p_top subtracted from its bin afterwards.
             rate = (1 - alpha) * vocab / alpha
             flat = probs.astype(np.float32)
-            top = np.argpartition(-flat, EXACT_TOP - 1, -1)[:, :EXACT_TOP]
-            head = np.take_along_axis(probs, top, -1)
-            hx = rate * head
-            exact_head = np.sum(head * np.log1p(hx) * (1 + 1 / hx), -1)
-            np.put_along_axis(flat, top, np.float32(0), -1)
+            top = flat.max(-1).astype(np.float64)
+            exact_top = top * np.log1p(rate * top) * (1 + 1 / (rate * top))
+            np.put_along_axis(flat, flat.argmax(-1)[:, None], np.float32(0), -1)
             mids = bin_midpoints()
             weights = np.log1p(rate * mids) * (1 + 1 / np.maximum(rate * mids, 1e-300))
             weights[rate * mids < 1e-8] = 1.0
             binned = np.array([np.bincount(f.view(np.uint32) >> BIN_SHIFT, f, len(mids)) @ weights for f in flat])
-            wide = np.log2(vocab / alpha) - (1 - alpha) * (exact_head + binned) / LN2
+            wide = np.log2(vocab / alpha) - (1 - alpha) * (exact_top + binned) / LN2
             gap = np.abs(c - wide)
-            assert np.all(gap <= (1 - alpha) * summation_error(vocab) * binned / LN2 + 1e-9)
+            with_top = binned + exact_top * weights.max()  # the bins' whole mass, p_top included, at most
+            assert np.all(gap <= (1 - alpha) * summation_error(vocab) * with_top / LN2 + 1e-9)
             assert gap.max() < largest
-    assert summation_error(vocab) == pytest.approx((vocab - EXACT_TOP - 1) * 2.0**-24, rel=1e-2)
+    assert summation_error(vocab) == pytest.approx((vocab - 1) * 2.0**-24, rel=1e-2)
 
 
 def test_one_hot_centring_is_exact_and_at_least_a():
@@ -125,15 +148,12 @@ def test_scorer_centring_equals_the_numpy_reference(vocab):
     z = logit_cases(vocab, rng)
     probs = softmax(z)
     logits = torch.from_numpy(z)
-    ks = [1, 5, 100]
-    _, _, entropy, outside = _target_stats(logits, torch.zeros(len(z), dtype=torch.int64), ALPHAS, ks)
+    _, _, entropy, outside = _target_stats(logits, torch.zeros(len(z), dtype=torch.int64), ALPHAS, KS)
     for j, alpha in enumerate(ALPHAS):
         np.testing.assert_allclose(entropy[:, j].numpy(), binned_smoothed_entropy_bits(probs, alpha), atol=5e-6)
         a, width = loss_range(alpha, vocab)
         assert torch.all(entropy[:, j] >= np.float32(a)) and torch.all(entropy[:, j] <= np.float32(a + width))
-    for j, k in enumerate(ks):
-        expected = np.clip(1 - np.sort(probs, -1)[:, ::-1][:, :k].sum(-1), 0, 1)
-        np.testing.assert_allclose(outside[:, j].numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(outside.numpy(), binned_outside_topk(probs, KS), atol=1e-6)
 
 
 def test_statistics_do_not_depend_on_the_target():
@@ -147,30 +167,23 @@ def test_statistics_do_not_depend_on_the_target():
     assert not torch.equal(first[0], second[0])
 
 
-@pytest.mark.parametrize("vocab", [100, 4000, 49152, 49157])  # 49157: not a multiple of the block
-def test_top_logits_equal_torch_topk(vocab):
-    rng = np.random.default_rng(vocab)
-    z = torch.from_numpy(logit_cases(vocab, rng))
-    z[0, -3:] = 100.0  # the largest values in the remainder that is not a whole block
-    for k in (1, 10, 100):
-        values, index = _top_logits(z, k)
-        assert torch.equal(values, torch.topk(z, k, dim=-1).values)
-        assert torch.equal(z.gather(1, index), values)  # indices point at those values (ties: any of them)
-
-
 def test_description_names_the_approximation():
-    assert "histogram" in CENTRING and str(EXACT_TOP) in CENTRING and "clipped" in CENTRING
+    assert "histogram" in CENTRING and "most probable token" in CENTRING and "top-k" in CENTRING
+    assert "clipped" in CENTRING
 
 
-@pytest.mark.parametrize("stats", [([], []), (ALPHAS, [1, 5, 100])])  # lotfi's path, eb's (ranks from the top k)
+@pytest.mark.parametrize("stats", [([], []), (ALPHAS, [1, 5, 100])])  # lotfi's path, eb's
 def test_ranks_equal_counting(stats):
-    """The rank from the top k (a target above the k-th largest) or by counting the row equals #{z >= z_y} - 1,
-    ties at the k-th largest included (the rounded row holds many)."""
+    """The rank from the sign bits of z_v - z_y equals #{z >= z_y} - 1: ties (the rounded row holds many, -0.0 and
+    +0.0 among them), targets at -inf (a third of one row), and a target at +0.0 facing -0.0 logits."""
     rng = np.random.default_rng(7)
     z = torch.from_numpy(logit_cases(5000, rng))
+    signed_zeros = torch.where(torch.arange(5000) % 2 == 0, -0.0, 0.0)[None].float()
+    z = torch.cat([z, signed_zeros])
     order = torch.argsort(z, dim=-1, descending=True)
     for place in (0, 1, 50, 98, 99, 100, 101, 2500, 4999):
         targets = order[:, place]
         _, rank, _, _ = _target_stats(z, targets, *stats)
         expected = (z >= z.gather(1, targets[:, None])).sum(-1) - 1
         assert torch.equal(rank, expected), place
+    assert torch.equal(_target_stats(z, torch.ones(len(z), dtype=torch.int64), *stats)[1][-1:], torch.tensor([4999]))

@@ -30,6 +30,7 @@ from tokenbounds.coverage.sources import (
 )
 from tokenbounds.coverage.table import binomial_allowance, format_table
 from tokenbounds.stats.bound import report_delta_split, statistic_bound
+from tokenbounds.stats.centring import binned_outside_topk
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.subsample import betting_ucb
 from tokenbounds.streams import BOUND_UNITS, TRAIN_WINDOWS
@@ -94,7 +95,9 @@ def test_tables_match_definitions():
     k = topk_tables(chain, model, 3)
     assert np.all(k.loss.sum(axis=1) == 27)  # three tokens per row are "correct"
     top3 = np.argsort(-model, axis=1)[:, :3]
-    np.testing.assert_allclose(k.centring, 1 - np.take_along_axis(model, top3, axis=1).sum(axis=1))
+    exact = 1 - np.take_along_axis(model, top3, axis=1).sum(axis=1)
+    np.testing.assert_allclose(k.centring, binned_outside_topk(model, [3])[:, 0])  # the centring the scorer ships
+    assert np.all(np.abs(k.centring - exact) <= 2.0**-6 + 1e-6) and not np.allclose(k.centring, exact, atol=1e-9)
 
 
 def test_exact_risk_is_the_conditional_expectation():

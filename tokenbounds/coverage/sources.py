@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.stats.centring import binned_smoothed_entropy_bits
+from tokenbounds.stats.centring import binned_outside_topk, binned_smoothed_entropy_bits
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.topk import pessimistic_rank, topk_error
 
@@ -124,7 +124,8 @@ def decoder_topk_error(model_probs: np.ndarray, k: int) -> np.ndarray:
 
 
 def topk_tables(chain: MarkovChain, model_probs: np.ndarray, k: int, ties: str = "against") -> TokenTables:
-    """Top-k error, centred at the model's probability mass outside its k most probable tokens.
+    """Top-k error, centred at the model's probability mass outside its k most probable tokens (as the scorer
+    estimates it, `tokenbounds.stats.centring.binned_outside_topk`).
 
     The loss is the shipped rule, `tokenbounds.stats.topk` (ties counted against the model: rank = #{v : q_v >=
     q_y} - 1), or with ties="as-hits" the broken "strictly greater" count. The bounded quantity R is the error of
@@ -140,11 +141,10 @@ def topk_tables(chain: MarkovChain, model_probs: np.ndarray, k: int, ties: str =
         rank = np.sum(model_probs[:, None, :] > model_probs[:, :, None], axis=-1)
     else:
         raise ValueError(f"ties must be 'against' or 'as-hits', got {ties!r}")
-    mass_in_top = np.sort(model_probs, axis=1)[:, ::-1][:, :k].sum(axis=1)
     return TokenTables(
         loss=topk_error(rank, k),
         expected_loss=np.sum(chain.transition * decoder_topk_error(model_probs, k), axis=1),
-        centring=np.clip(1.0 - mass_in_top, 0.0, 1.0),
+        centring=binned_outside_topk(model_probs, [k])[:, 0],  # the centring the scorer ships
         a=0.0,
         delta_range=1.0,
     )

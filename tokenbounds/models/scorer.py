@@ -4,8 +4,11 @@ For each target y predicted from logits z (float32, whatever the compute dtype):
 
     log p(y)  = z_y - logsumexp(z)                          (natural log)
     rank(y)   = #{v : z_v >= z_y} - 1                       (0 = the model's top token alone; no full sort)
-    H_alpha   = -sum_v q_v log2 q_v,  q = (1 - alpha) softmax(z) + alpha / V   (bits, per requested alpha)
-    outside_k = 1 - (mass of the k most probable tokens)    (per requested k; torch.topk, not a sort)
+    H_alpha   ~ -sum_v q_v log2 q_v,  q = (1 - alpha) softmax(z) + alpha / V   (bits, per requested alpha)
+    outside_k ~ 1 - (mass of the k most probable tokens)    (per requested k)
+
+H_alpha and outside_k are eb's centrings, computed from one histogram of p per row (stats/centring.py states how and
+how close): no top-k search and no per-alpha pass over the vocabulary.
 
 Units are scored in batches sorted by length and right-padded: the model is causal, so padding after a
 row's last real token cannot change that row's outputs, and no attention mask is needed. Logits are only
@@ -50,65 +53,70 @@ class Scores:
 
 
 ROW_CHUNK = 16  # logit rows processed together: a (16, V) float32 block stays in cache across the passes below
-TOPK_BLOCK = 16  # the top-k search first picks blocks of this many logits by their maxima (see _top_logits)
+GROUP_ROWS = 128  # histograms reduced together (dot products, cumulative sums): (128, N_BINS) float32, 4 MB
 
 
-def _top_logits(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k largest logits of each row of z (values sorted descending, and their indices), like torch.topk.
-
-    torch.topk over all V logits costs more than the rest of the statistics together. Split the vocabulary into
-    blocks: the k largest values lie in the k blocks with the largest maxima (a value above the k-th largest t sits
-    in a block whose maximum exceeds t, and at most k - 1 values exceed t; and if k blocks have a maximum >= t, they
-    hold k values >= t). So one max per block, a topk over the V / TOPK_BLOCK maxima, and a topk over k * TOPK_BLOCK
-    candidates give the same values (tied values may come with other tied indices). Any partition into blocks will
-    do; block j here is every n-th logit from j (n = V // TOPK_BLOCK), so the maxima are an elementwise max over
-    TOPK_BLOCK contiguous runs of n logits, which vectorises; the remainder of V past TOPK_BLOCK * n is a candidate
-    throughout.
-    """
-    rows, vocab = z.shape
-    n_blocks = vocab // TOPK_BLOCK
-    if n_blocks < 4 * k:  # little to gain
-        return torch.topk(z, k, dim=-1, sorted=True)
-    maxima = z.unfold(1, n_blocks, n_blocks)[:, :TOPK_BLOCK].amax(dim=1)  # (rows, n_blocks), over a strided view
-    chosen = torch.topk(maxima, k, dim=-1, sorted=False).indices
-    members = torch.arange(0, TOPK_BLOCK * n_blocks, n_blocks, device=z.device)
-    candidates = (chosen[:, None, :] + members[:, None]).reshape(rows, -1)
-    if vocab > n_blocks * TOPK_BLOCK:
-        rest = torch.arange(n_blocks * TOPK_BLOCK, vocab, device=z.device).expand(rows, -1)
-        candidates = torch.cat([candidates, rest], dim=1)
-    values, where = torch.topk(z.gather(1, candidates), k, dim=-1, sorted=False)
-    values, order = values.sort(dim=-1, descending=True)  # sorting k values is cheaper than a sorted topk
-    return values, candidates.gather(1, where.gather(1, order))
-
-
-def _ranks(z: torch.Tensor, target_logit: torch.Tensor, top_values: torch.Tensor | None, sound: torch.Tensor | None):
+def _ranks(z: torch.Tensor, target_logit: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
     """#{v : z_v >= z_y} - 1 per row (ties count against the model, stats/topk.py), exactly.
 
-    Given each row's k largest logits (sorted descending), a target above the k-th largest has every logit >= it
-    among them, so k comparisons give its rank; the other rows (a target not above the k-th largest, or a row the
-    caller refuses) are counted over all V logits, one row at a time (a view, no copy).
+    It is V - 1 - #{v : z_v < z_y}, and the float difference z_v - z_y has its sign bit set exactly when z_v < z_y:
+    IEEE subtraction rounds a non-zero difference to a non-zero value of the same sign (subnormals included), and
+    x - x is +0. The two exceptions are rows whose target logit is 0 ((-0) - (+0) = -0, a tie) or -inf
+    (-inf - -inf = NaN); they are counted by comparison. Counting sign bits (an arithmetic shift and an integer sum)
+    costs half a comparison's bool tensor and its conversion. Rows holding NaN or +inf are refused by the caller.
     """
-    if top_values is None:
-        return (z >= target_logit).sum(dim=-1, dtype=torch.int32).long() - 1
-    at_least = (top_values >= target_logit).sum(dim=-1)
-    if top_values.shape[1] < z.shape[1]:
-        counted = (target_logit[:, 0] > top_values[:, -1]) & sound
-        if not bool(counted.all()):
-            for row in torch.nonzero(~counted)[:, 0].tolist():
-                at_least[row] = (z[row] >= target_logit[row]).sum()
-    return at_least - 1
+    diff = torch.sub(z, target_logit, out=scratch)
+    below = diff.view(torch.int32).bitwise_right_shift_(31).sum(dim=-1, dtype=torch.int32)  # -1 per negative
+    rank = below.long().add_(z.shape[1] - 1)
+    odd = (target_logit[:, 0] == 0.0) | (target_logit[:, 0] == -math.inf)
+    if bool(odd.any()):
+        for row in torch.nonzero(odd)[:, 0].tolist():
+            rank[row] = (z[row] >= target_logit[row]).sum() - 1
+    return rank
 
 
 @functools.lru_cache(maxsize=8)
 def _centring_tables(alphas: tuple[float, ...], vocab: int) -> tuple[torch.Tensor, ...]:
-    """Per-bin weights k(r * midpoint) (N_BINS, n_alphas), the alphas, the rates r and [a, a + Delta] in nats."""
+    """Per-bin weights k(r * midpoint) (N_BINS, n_alphas), the alphas, the rates r, [a, a + Delta] in nats, and the
+    bin midpoints from TOPK_FLOOR up in descending order (with a 0 appended: the slope past the last bin)."""
     rates = [(1.0 - a) * vocab / a for a in alphas]
     low = [-math.log1p(-a + a / vocab) for a in alphas]
     high = [math.log(vocab / a) for a in alphas]
+    descending = np.append(centring.bin_midpoints()[centring.FLOOR_BIN :][::-1], 0.0)
     return tuple(
         torch.tensor(np.asarray(t), dtype=torch.float64)
-        for t in (centring.bin_weights(alphas, vocab), alphas, rates, low, high)
+        for t in (centring.bin_weights(alphas, vocab), alphas, rates, low, high, descending)
     )
+
+
+def _histogram_centrings(
+    top: torch.Tensor, hist: torch.Tensor, wide: torch.Tensor, alphas: list[float], ks: list[int], vocab: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The entropy centrings (rows, n_alphas) in bits and the top-k centrings (rows, n_ks) from p_top (float32) and
+    the tail's histogram (float32, rows x N_BINS): `centring.entropy_from_histogram` and
+    `centring.outside_from_histogram` in torch, over many rows at once. `wide` is a float64 buffer of hist's shape
+    (reused: a fresh 8 MB one per call would cost its page faults)."""
+    weights, alpha, rates, low, high, descending = (t.to(top.device) for t in _centring_tables(tuple(alphas), vocab))
+    top = top.double()[:, None]
+    wide = wide.copy_(hist)
+    entropies = outside = None
+    if alphas:
+        x = top * rates
+        safe = torch.where(x < 1e-8, 1.0, x)
+        k_top = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
+        h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (top * k_top + wide @ weights)
+        entropies = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
+    if ks:
+        mass = wide[:, centring.FLOOR_BIN :].flip(1)  # descending p
+        cum_mass = torch.nn.functional.pad(mass.cumsum(1), (1, 0))
+        cum_count = mass.div_(descending[:-1]).cumsum(1)
+        want = torch.tensor([float(k - 1) for k in ks], dtype=torch.float64, device=top.device)
+        idx = torch.searchsorted(cum_count, want.expand(len(top), -1).contiguous())  # first bin reaching k - 1
+        cum_count = torch.nn.functional.pad(cum_count, (1, 0))
+        in_top = top + cum_mass.gather(1, idx) + (want - cum_count.gather(1, idx)) * descending[idx]
+        outside = (1.0 - in_top).clamp(0.0, 1.0).float()
+        outside[:, torch.tensor([k >= vocab for k in ks], device=top.device)] = 0.0  # nothing is outside
+    return entropies, outside
 
 
 def _target_stats(
@@ -116,70 +124,67 @@ def _target_stats(
 ) -> tuple[torch.Tensor, ...]:
     """Statistics of (N, V) float32 logits for N targets.
 
-    The V-wide passes run a few rows at a time (memory-bound otherwise); what is left per row (k values, a
-    histogram's dot products) runs once over all N rows. The entropies are the shipped centring,
-    `tokenbounds.stats.centring.binned_smoothed_entropy_bits` (its numpy reference; the note there bounds its
-    distance to the exact smoothed entropy): one V-wide histogram of p per row serves every alpha. They depend on
-    the logits only, never on the target.
+    The V-wide passes run a few rows at a time (memory-bound otherwise); the histograms' reductions run over
+    GROUP_ROWS rows at once. The centrings are the shipped ones, `tokenbounds.stats.centring` (the note there bounds
+    their distance to the exact entropy and top-k mass): one V-wide histogram of p per row serves every alpha and
+    every k, and p_top = 1 / sum exp(z - max z) is the log-softmax's own. They depend on the logits only, never on
+    the target.
     """
     n, vocab = logits.shape
     device = logits.device
     logp = torch.empty(n, dtype=torch.float32, device=device)
     rank = torch.empty(n, dtype=torch.int64, device=device)
-    top_k = min(max([*ks, centring.EXACT_TOP if alphas else 0]), vocab)  # k >= V: nothing is outside the top k
+    centred = bool(alphas or ks)
     width = min(ROW_CHUNK, n)
     # Reused across chunks: fresh multi-MB buffers would cost a page fault per 4 KiB every chunk.
     probs = torch.empty(width, vocab, device=device)
-    if top_k:
-        sound = torch.empty(n, dtype=torch.bool, device=device)
-        top_p = torch.empty(n, top_k, dtype=torch.float64, device=device)
-    if alphas:
-        weights, alpha, rates, low, high = (t.to(device) for t in _centring_tables(tuple(alphas), vocab))
-        bins = torch.empty(width, vocab, dtype=torch.int64, device=device)
-        hist = torch.empty(width, centring.N_BINS, dtype=torch.float32, device=device)
-        binned = torch.empty(n, len(alphas), dtype=torch.float64, device=device)
-    for start in range(0, n, ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
-        z = logits[rows]
-        m = z.shape[0]
-        peak = z.amax(dim=-1, keepdim=True)
-        e = torch.sub(z, peak, out=probs[:m]).exp_()  # exp(z - max): logsumexp's own pass, kept for p
-        total = e.sum(dim=-1, keepdim=True)
-        target_logit = z.gather(1, targets[rows, None])
-        logp[rows] = ((target_logit - peak) - total.log())[:, 0]
-        if not top_k:
-            rank[rows] = _ranks(z, target_logit, None, None)
-            continue
-        fine = sound[rows] = torch.isfinite(peak[:, 0])
-        raw = z
-        if not bool(fine.all()):  # NaN / +inf / all -inf: refused by the caller; keep the passes below in range
-            z = torch.where(fine[:, None], z, 0.0)
+    scratch = torch.empty(width, vocab, device=device)
+    if centred:
+        sound = torch.ones(n, dtype=torch.bool, device=device)
+        top = torch.empty(n, dtype=torch.float32, device=device)
+        hist = torch.empty(min(GROUP_ROWS, n), centring.N_BINS, dtype=torch.float32, device=device)
+        wide = torch.empty(hist.shape, dtype=torch.float64, device=device)
+        bins = torch.empty(width, vocab, dtype=torch.int64, device=device)  # int32 indices get copied to int64
+        entropies = torch.empty(n, len(alphas), dtype=torch.float32, device=device) if alphas else None
+        outside = torch.empty(n, len(ks), dtype=torch.float32, device=device) if ks else None
+    for group in range(0, n, GROUP_ROWS):
+        end = min(group + GROUP_ROWS, n)
+        for start in range(group, end, ROW_CHUNK):
+            rows = slice(start, min(start + ROW_CHUNK, end))
+            z = logits[rows]
+            m = z.shape[0]
             peak = z.amax(dim=-1, keepdim=True)
-            e = torch.sub(z, peak, out=probs[:m]).exp_()
+            e = torch.sub(z, peak, out=probs[:m]).exp_()  # exp(z - max): logsumexp's own pass, kept for p
             total = e.sum(dim=-1, keepdim=True)
-        top_values, top_index = _top_logits(z, top_k)
-        rank[rows] = _ranks(raw, target_logit, top_values, fine)
-        top_p[rows] = (top_values - peak).double().exp() / total.double()  # exact probabilities of the top k
-        if alphas:
-            p = e.mul_(1.0 / total)  # float32 p, binned by its bit pattern (centring.py)
-            p.scatter_(1, top_index[:, : centring.EXACT_TOP], 0.0)  # the top tokens are counted exactly, not binned
+            target_logit = z.gather(1, targets[rows, None])
+            logp[rows] = ((target_logit - peak) - total.log())[:, 0]
+            rank[rows] = _ranks(z, target_logit, scratch[:m])
+            if not centred:
+                continue
+            if not math.isfinite(float(peak.sum())):  # NaN / +inf / all -inf (or a sum that overflows)
+                fine = sound[rows] = torch.isfinite(peak[:, 0])  # refused by the caller; keep the passes in range
+                z = torch.where(fine[:, None], z, 0.0)
+                peak = z.amax(dim=-1, keepdim=True)
+                e = torch.sub(z, peak, out=probs[:m]).exp_()
+                total = e.sum(dim=-1, keepdim=True)
+            inverse = total.reciprocal()
+            p = e.mul_(inverse)  # float32 p, binned by its bit pattern (centring.py); the top token's p is 1 / total
+            top[rows] = inverse[:, 0]
             index = bins[:m].copy_(p.view(torch.int32)).bitwise_right_shift_(centring.BIN_SHIFT)
             # float32 sums, in index order, as the reference's np.add.at (centring.py bounds their rounding)
-            h = hist[:m].zero_().scatter_add_(1, index, p)
-            binned[rows] = h.double() @ weights
-    outside = entropies = None
-    if ks:
-        mass = top_p.cumsum(dim=-1)[:, [min(k, vocab) - 1 for k in ks]]
-        outside = torch.where(sound[:, None], (1.0 - mass).clamp_min(0.0).float(), math.nan)
-    if alphas:
-        head = top_p[:, : centring.EXACT_TOP, None]
-        x = head * rates
-        safe = torch.where(x < 1e-8, 1.0, x)
-        k_head = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
-        exact = (head * k_head).sum(dim=1)  # (N, n_alphas)
-        h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (exact + binned)
-        h_bits = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
-        entropies = torch.where(sound[:, None], h_bits, math.nan)
+            hist[start - group : start - group + m].zero_().scatter_add_(1, index, p)
+        if centred:
+            rows = slice(group, end)
+            h = hist[: end - group]
+            top_bin = torch.bitwise_right_shift(top[rows].view(torch.int32), centring.BIN_SHIFT).long()[:, None]
+            h.scatter_(1, top_bin, (h.gather(1, top_bin) - top[rows, None]).clamp_min_(0.0))  # the top token is exact
+            entropy, out = _histogram_centrings(top[rows], h, wide[: end - group], alphas, ks, vocab)
+            if alphas:
+                entropies[rows] = torch.where(sound[rows, None], entropy, math.nan)
+            if ks:
+                outside[rows] = torch.where(sound[rows, None], out, math.nan)
+    if not centred:
+        return logp, rank, None, None
     return logp, rank, entropies, outside
 
 

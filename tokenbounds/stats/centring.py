@@ -1,14 +1,16 @@
-"""The centring of the empirical-Bernstein bound: the entropy of the smoothed prediction, in bits.
+"""The centrings of the empirical-Bernstein bounds: the entropy of the smoothed prediction (bits) and the mass
+outside the top k.
 
 eb's variance term uses xi_i = (c_i - l_i) / Delta with a centring c_i that is predictable (a function of x_<i
 only) and >= a, so that xi_i >= -1 (`eb.py`). The recommended c_i is the entropy (bits) of the smoothed prediction
-q = (1 - alpha) p + alpha/V; the closer c_i is to l_i, the smaller v and the variance term.
+q = (1 - alpha) p + alpha/V; the closer c_i is to l_i, the smaller v and the variance term. For the top-k error
+(a = 0, Delta = 1) it is the model's mass outside its k most probable tokens, any predictable value in [0, 1].
 
 It is >= a by construction: the Shannon entropy is at least the min-entropy, H(q) >= -log2 max_y q(y), and
 max_y q(y) = (1 - alpha) max_y p(y) + alpha/V <= 1 - alpha + alpha/V, so H(q) >= -log2(1 - alpha + alpha/V) = a.
-An unsmoothed entropy would not be (it is 0 for a one-hot p while a > 0). `smoothed_entropy_bits` is the numpy
-reference of what the scorer computes in torch (`tokenbounds.models.scorer`).
-"""
+An unsmoothed entropy would not be (it is 0 for a one-hot p while a > 0). `smoothed_entropy_bits` is the exact
+entropy; what the scorer computes in torch (`tokenbounds.models.scorer`) is the shipped approximation below, whose
+numpy reference (`binned_smoothed_entropy_bits`, `binned_outside_topk`) the coverage simulation uses."""
 
 import numpy as np
 
@@ -24,44 +26,60 @@ def smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
     return -np.sum(q * np.log(q), axis=-1) / LN2
 
 
-# ---------------------------------------------------------------- the shipped centring: binned smoothed entropy
+# ---------------------------------------------------------------- the shipped centrings: one histogram of p
 #
-# The exact H(q) costs one log per vocabulary entry per alpha (8 alphas: as much as the model's forward pass).
-# The bound only needs a predictable c in [a, a + Delta], so the scorer ships an approximation computed from one
-# histogram of p, shared by every alpha. With beta = alpha / V, r = (1 - alpha) / beta and
-# k(x) = (1 + 1/x) log(1 + x) (k -> 1 as x -> 0), the identity  -sum_v q_v ln q_v = -ln beta - (1 - alpha)
-# sum_v p_v k(r p_v)  holds exactly; the approximation evaluates k exactly for the EXACT_TOP most probable tokens
-# and, for every other token, at the midpoint of its histogram bin: bins are the float32 bit pattern of p shifted
-# right by BIN_SHIFT (2^(23 - BIN_SHIFT) bins per octave, linear inside an octave), so a bin spans a factor of at
-# most 1 + 2^-(23 - BIN_SHIFT). k varies by at most |ln(p_v / midpoint)| across a bin (|d k / d ln x| < 1), so the
-# binning is within (1 - alpha) * (tail mass) * 2^-(24 - BIN_SHIFT) nats of H(q).
+# The exact H(q) costs one log per vocabulary entry per alpha (8 alphas: as much as the model's forward pass), and the
+# exact mass of the top k a top-k search over the vocabulary (as much again). The bound only needs predictable
+# centrings in [a, a + Delta] and [0, 1], so the scorer ships both computed from one histogram of p per prediction,
+# shared by every alpha and every k, and from p_top = max_v p_v (which is 1 / sum_v exp(z_v - max z), free from the
+# log-softmax). Bins are the float32 bit pattern of p shifted right by BIN_SHIFT: 2^(23 - BIN_SHIFT) bins per octave,
+# linear inside an octave, so a bin spans a factor rho <= 1 + 2^-(23 - BIN_SHIFT) (p >= 2^-126; the subnormal bins
+# below hold less than V 2^-126 of mass). The histogram holds every token but one most probable one ("the tail").
 #
-# A bin's mass is a float32 sum in token order (the scorer's scatter_add_; the reference's np.add.at adds in the
-# same order, so both give the same bits for the same p): in float64 the V-wide copy and accumulation cost as much
-# as the rest of the histogram. Recursive summation of n >= 0 terms has relative error at most
+# Entropy. With beta = alpha / V, r = (1 - alpha) / beta and k(x) = (1 + 1/x) log(1 + x) (k -> 1 as x -> 0), the
+# identity  -sum_v q_v ln q_v = -ln beta - (1 - alpha) sum_v p_v k(r p_v)  holds exactly; the centring evaluates k
+# exactly for p_top and, for every tail token, at the midpoint of its bin. k varies by at most |ln(p_v / midpoint)|
+# <= ln(rho) / 2 across a bin (|d k / d ln x| < 1), so the binning is within (1 - alpha) (1 - p_top) 2^-(24 - BIN_SHIFT)
+# nats of H(q).
+#
+# Top-k mass. Bins are ordered like p, so the tail's j = k - 1 largest values fill the highest bins first. A bin of
+# mass M_b and midpoint m_b holds n_b = M_b / m_b tokens, to within a factor 1 +- (rho - 1) / (rho + 1); the estimate
+# S(j) fills the bins from the top with n_b tokens each valued at m_b (piecewise linear in j: the cumulative mass
+# against the cumulative estimated count, interpolated at j), and the top-k mass is p_top + S(k - 1). Each value and
+# each count is off by at most that factor, and the greedy fill is monotone and scales with the counts, so S(j) lies
+# within a factor rho of the exact mass of the tail's j largest values: the top-k mass is within
+# 2^-(23 - BIN_SHIFT) x (the mass of tokens 2..k) of the exact one. Bins below TOPK_FLOOR are left out of the fill
+# (at most (k - 1) TOPK_FLOOR of mass).
+#
+# Rounding. A bin's mass is a float32 sum in token order (the scorer's scatter_add_; the reference's np.add.at adds in
+# the same order), minus p_top in p_top's bin, floored at 0: in float64 the V-wide copy and accumulation cost as
+# much as the rest of the histogram. Recursive summation of n >= 0 terms has relative error at most
 # gamma_(n-1) = (n - 1) u / (1 - (n - 1) u), u = 2^-24 (Higham, Accuracy and Stability, 2nd ed., section 4.2), and
-# a bin holds n <= V - EXACT_TOP tokens, so the binned term sum_b mass_b k_b moves by at most gamma_(V-EXACT_TOP-1)
-# of itself. That worst case needs tens of thousands of tokens in one bin (a near-uniform p: measured 4e-4 relative
-# at V = 49,152, where the rigorous bound is 2.9e-3); an LM's p spreads over hundreds of bins and its sums round at
-# ~1e-7. The float64 dot products and the rest add ~1e-15. The result is clipped to [a, a + Delta] (it can only
-# leave that range through these errors).
+# a bin holds n <= V tokens, so each bin's tail mass is off by at most gamma_(V-1) of the bin's whole mass (p_top
+# included) and the binned term by at most gamma_(V-1) of sum_b (M_b + [p_top in b]) k_b. That worst case needs tens
+# of thousands of tokens in one bin (a near-uniform p: measured 4e-4 relative at V = 49,152, where the rigorous bound
+# is 2.9e-3); an LM's p spreads over hundreds of bins and its sums round at ~1e-7. The float64 dot products and
+# cumulative sums add ~1e-15. The results are clipped to [a, a + Delta] and [0, 1] (they can only leave those ranges
+# through these errors).
 
-EXACT_TOP = 100  # tokens whose terms are exact (the top-k statistics select them anyway)
-BIN_SHIFT = 17  # 64 bins per octave: within 0.008 nats * (mass outside the top 100) of the exact entropy
+BIN_SHIFT = 17  # 64 bins per octave: the entropy within 0.008 nats x (1 - p_top), the top-k mass within 1/64
 N_BINS = (np.float32(1.0).view(np.uint32) >> BIN_SHIFT) + 1  # p <= 1: bins 0 .. bits(1.0) >> BIN_SHIFT
+TOPK_FLOOR = 2.0**-40  # bins below it are left out of the top-k fill: at most 99 x 2^-40 = 9e-11 of mass for k <= 100
+FLOOR_BIN = int(np.float32(TOPK_FLOOR).view(np.uint32) >> BIN_SHIFT)
 
 CENTRING = (
-    f"entropy (bits) of the smoothed prediction, exact over the {EXACT_TOP} most probable tokens and, for the "
-    f"others, from a histogram of float32 p with {2 ** (23 - BIN_SHIFT)} bins per octave (each token at its bin's "
-    f"midpoint; within {2.0 ** -(24 - BIN_SHIFT) / LN2:.4f} bits x the mass outside the top {EXACT_TOP}), bin masses "
-    f"summed in float32 (relative rounding at most (V - {EXACT_TOP + 1}) x 2^-24 of the binned term), clipped to "
-    "[a, a + Delta]"
+    f"entropy (bits) of the smoothed prediction, exact for the most probable token and, for the others, from a "
+    f"histogram of float32 p with {2 ** (23 - BIN_SHIFT)} bins per octave (each token at its bin's midpoint; within "
+    f"{2.0 ** -(24 - BIN_SHIFT) / LN2:.4f} bits x (1 - p_top)), bin masses summed in float32 (relative rounding at "
+    "most (V - 1) x 2^-24), clipped to [a, a + Delta]; top-k centring: 1 - (p_top + the mass of the k - 1 next "
+    f"tokens read from the same histogram, bin counts M_b / midpoint_b; within 2^-{23 - BIN_SHIFT} of the exact "
+    "mass of tokens 2..k), clipped to [0, 1]"
 )
 
 
 def summation_error(vocab_size: int) -> float:
-    """gamma_(n-1) for n = V - EXACT_TOP: the largest relative rounding of a bin's float32 mass (note above)."""
-    n = max(vocab_size - EXACT_TOP - 1, 0) * 2.0**-24
+    """gamma_(n-1) for n = V: the largest relative rounding of a bin's float32 mass (note above)."""
+    n = max(vocab_size - 1, 0) * 2.0**-24
     return n / (1.0 - n)
 
 
@@ -89,35 +107,76 @@ def bin_weights(alphas, vocab_size: int) -> np.ndarray:
     return out
 
 
-def _clip_bits(h_nats: np.ndarray, alpha: float, vocab: int) -> np.ndarray:
+def tail_histogram(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(p_top, hist): the largest float32 p of each distribution (rows, float32) and the float32 masses of the
+    others per bin (rows, N_BINS), summed in token order, p_top then taken out of its own bin (note above)."""
+    p = np.asarray(probs, dtype=np.float32)
+    flat = p.reshape(-1, p.shape[-1])
+    top = flat.max(axis=-1)
+    hist = np.zeros((len(flat), N_BINS), dtype=np.float32)
+    rows = np.arange(len(flat))
+    np.add.at(hist, (rows[:, None], flat.view(np.uint32) >> BIN_SHIFT), flat)  # as the scorer's scatter_add_
+    top_bin = top.view(np.uint32) >> BIN_SHIFT
+    hist[rows, top_bin] = np.maximum(hist[rows, top_bin] - top, np.float32(0.0))
+    return top, hist
+
+
+def entropy_from_histogram(top: np.ndarray, hist: np.ndarray, alpha: float, vocab: int) -> np.ndarray:
+    """The entropy centring (bits) from `tail_histogram`'s p_top and histogram (note above), clipped."""
+    alpha = check_alpha(alpha)
+    rate = (1.0 - alpha) * vocab / alpha
+    top = top.astype(np.float64)
+    binned = hist.astype(np.float64) @ _k(rate * bin_midpoints())
+    h_nats = np.log(vocab / alpha) - (1.0 - alpha) * (top * _k(rate * top) + binned)
     a = -np.log2(1.0 - alpha + alpha / vocab)
     return np.clip(h_nats / LN2, a, np.log2(vocab / alpha))
 
 
+def outside_from_histogram(top: np.ndarray, hist: np.ndarray, ks, vocab: int) -> np.ndarray:
+    """(rows, n_ks): 1 - the estimated mass of the k most probable tokens (note above), clipped to [0, 1]; 0 where
+    k >= V (nothing is outside)."""
+    mids = bin_midpoints()[FLOOR_BIN:][::-1]  # descending p
+    mass = hist[:, FLOOR_BIN:][:, ::-1].astype(np.float64)
+    count = np.cumsum(mass / mids, axis=-1)
+    cum_mass = np.cumsum(mass, axis=-1)
+    out = np.empty((len(hist), len(ks)))
+    for j, k in enumerate(ks):
+        want = float(k - 1)
+        idx = np.sum(count < want, axis=-1)  # the first bin whose cumulative count reaches k - 1
+        rows = np.arange(len(hist))
+        before = idx - 1
+        prev_count = np.where(idx > 0, count[rows, np.maximum(before, 0)], 0.0)
+        prev_mass = np.where(idx > 0, cum_mass[rows, np.maximum(before, 0)], 0.0)
+        slope = np.where(idx < len(mids), mids[np.minimum(idx, len(mids) - 1)], 0.0)
+        in_top = top.astype(np.float64) + prev_mass + (want - prev_count) * slope
+        out[:, j] = 0.0 if k >= vocab else np.clip(1.0 - in_top, 0.0, 1.0)
+    return out
+
+
 def binned_smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
-    """The shipped centring (numpy reference of the scorer's torch code): see CENTRING and the note above.
+    """The shipped entropy centring (numpy reference of the scorer's torch code): see CENTRING and the note above.
 
     `probs` are distributions along the last axis; they are rounded to float32 for the binning and the bins' sums,
     as the scorer's are. Depends on p only (never on the target), and lies in [a, a + Delta].
     """
-    alpha = check_alpha(alpha)
+    p = np.asarray(probs, dtype=np.float64)
+    vocab = p.shape[-1]
+    out = np.empty(int(np.prod(p.shape[:-1], dtype=np.int64)))
+    flat = p.reshape(-1, vocab)
+    for start in range(0, len(flat), 256):  # 256 histograms (8 MB) at a time
+        top, hist = tail_histogram(flat[start : start + 256])
+        out[start : start + 256] = entropy_from_histogram(top, hist, alpha, vocab)
+    return out.reshape(p.shape[:-1])
+
+
+def binned_outside_topk(probs: np.ndarray, ks) -> np.ndarray:
+    """The shipped top-k centrings (numpy reference of the scorer's torch code), (..., n_ks): 1 - the estimated
+    mass of the k most probable tokens (note above). Depends on p only, and lies in [0, 1]."""
     p = np.asarray(probs, dtype=np.float64)
     vocab = p.shape[-1]
     flat = p.reshape(-1, vocab)
-    rate = (1.0 - alpha) * vocab / alpha
-    top = min(EXACT_TOP, vocab)
-    idx = np.argpartition(-flat, top - 1, axis=-1)[:, :top]
-    p_top = np.take_along_axis(flat, idx, axis=-1)
-    exact = np.sum(p_top * _k(rate * p_top), axis=-1)
-    tail = flat.astype(np.float32)
-    np.put_along_axis(tail, idx, np.float32(0.0), axis=-1)  # ties: whichever tied tokens are taken, same terms
-    binned = np.zeros(len(flat))
-    if vocab > top:
-        weights = _k(rate * bin_midpoints())
-        for start in range(0, len(flat), 256):  # 256 histograms (8 MB) at a time
-            t = tail[start : start + 256]
-            hist = np.zeros((len(t), N_BINS), dtype=np.float32)
-            np.add.at(hist, (np.arange(len(t))[:, None], t.view(np.uint32) >> BIN_SHIFT), t)  # as the scorer adds
-            binned[start : start + 256] = hist.astype(np.float64) @ weights
-    h_nats = np.log(vocab / alpha) - (1.0 - alpha) * (exact + binned)
-    return _clip_bits(h_nats, alpha, vocab).reshape(p.shape[:-1])
+    out = np.empty((len(flat), len(ks)))
+    for start in range(0, len(flat), 256):
+        top, hist = tail_histogram(flat[start : start + 256])
+        out[start : start + 256] = outside_from_histogram(top, hist, ks, vocab)
+    return out.reshape(*p.shape[:-1], len(ks))
