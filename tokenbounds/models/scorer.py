@@ -108,12 +108,14 @@ def _histogram_centrings(
         entropies = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
     if ks:
         mass = wide[:, centring.FLOOR_BIN :].flip(1)  # descending p
-        cum_mass = torch.nn.functional.pad(mass.cumsum(1), (1, 0))
-        cum_count = mass.div_(descending[:-1]).cumsum(1)
+        cum_mass = mass.cumsum(1)
+        cum_count = mass.div_(descending[:-1]).cumsum_(1)
         want = torch.tensor([float(k - 1) for k in ks], dtype=torch.float64, device=top.device)
         idx = torch.searchsorted(cum_count, want.expand(len(top), -1).contiguous())  # first bin reaching k - 1
-        cum_count = torch.nn.functional.pad(cum_count, (1, 0))
-        in_top = top + cum_mass.gather(1, idx) + (want - cum_count.gather(1, idx)) * descending[idx]
+        before, filled = (idx - 1).clamp_min_(0), idx > 0  # the bins above it, if any
+        prev_mass = torch.where(filled, cum_mass.gather(1, before), 0.0)
+        prev_count = torch.where(filled, cum_count.gather(1, before), 0.0)
+        in_top = top + prev_mass + (want - prev_count) * descending[idx]
         outside = (1.0 - in_top).clamp(0.0, 1.0).float()
         outside[:, torch.tensor([k >= vocab for k in ks], device=top.device)] = 0.0  # nothing is outside
     return entropies, outside
