@@ -52,7 +52,8 @@ paper's bound once L/m is large (roughly L/m >= 0.5: the lambda term is >= L/(0.
 is on by default. With exhaustive evaluation R_hat and v are exact, delta2 = 0 and there are no UCBs.
 
 Top-k error: the same theorem with a = 0, Delta = 1, l_i = 1[x_i not among the model's k most probable
-tokens] and the centring c_i = the model's probability mass outside its top k (predictable, in [0, 1]).
+tokens] and the centring c_i = the model's probability mass outside its top k, as the scorer estimates it from its
+histogram of p (`centring.py`): any predictable value in [0, 1] will do.
 
 The lambda grid fixed in advance, and why it is uniform in the logit, are in `lambda_grid.py`; the centring c_i
 (the entropy of the smoothed prediction) and why it is >= a, in `centring.py`.
