@@ -61,11 +61,12 @@ def exact_outside(probs: np.ndarray, k: int) -> np.ndarray:
 
 def stated_outside_error(probs: np.ndarray, k: int) -> np.ndarray:
     """The note's bound on |top-k centring - exact|: 2^-(23 - BIN_SHIFT) x the mass of tokens 2..k, the float32 bin
-    sums' rounding (gamma of the mass held by the bins read), the floor, and float64 dust."""
+    sums' rounding (gamma of the whole mass of the bins read, p_top's bin included), the floor, and float64 dust."""
     ordered = np.sort(probs, -1)[:, ::-1]
     second_to_k = ordered[:, 1:k].sum(-1)
     gamma = summation_error(probs.shape[-1])
-    return (2.0 ** -(23 - BIN_SHIFT) + 2 * gamma) * second_to_k + (k - 1) * TOPK_FLOOR + 1e-7
+    rounding = gamma * (ordered[:, 0] + 2 * second_to_k) if k > 1 else 0.0
+    return 2.0 ** -(23 - BIN_SHIFT) * second_to_k + rounding + (k - 1) * TOPK_FLOOR + 1e-7
 
 
 @pytest.mark.parametrize("vocab", [2, 50, 300, 5000, 49152])
