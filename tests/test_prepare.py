@@ -304,3 +304,38 @@ def test_pool_reads_a_bounded_number_of_batches_ahead(tiny_tokenizer):
             assert rest == k and len(result) == 1 + k % 3 and result[0].tolist() == expected
             assert len(pulled) <= k + 1 + 4, (k, len(pulled))
     assert len(pulled) == 40
+
+
+DYING_WORKER = r"""
+import multiprocessing, os, signal, sys
+from tokenbounds.data.prepare import Encoder, _encoding
+from tokenbounds.errors import UserError
+from tokenbounds.models.hf import load_tokenizer
+
+def batches():
+    for i in range(10_000):
+        if i == 6:  # both workers are busy: kill them, as the OOM killer would
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGKILL)
+        yield ["to be or not to be"] * 50, i
+
+try:
+    with _encoding(Encoder(load_tokenizer(sys.argv[1]), "uint16"), 2) as encode:
+        for _ in encode(batches()):
+            pass
+except UserError as err:
+    print("refused:", err)
+"""
+
+
+def test_a_dying_worker_is_an_error_not_a_hang(tiny_tokenizer):
+    """multiprocessing.Pool replaces a killed worker and waits forever for its batch; the pool must fail instead.
+    Run in a subprocess with a timeout, so the hang it guards against fails the test rather than CI."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", DYING_WORKER, str(tiny_tokenizer)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused: a tokenizer worker process died" in done.stdout and "--workers 1" in done.stdout

@@ -20,6 +20,8 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +196,9 @@ def prepare(
 class _encoding:
     """A context giving `encode(batches) -> iterator of results in order`: in this process for one worker, else in a
     pool of `workers` processes with at most 2 * workers batches in flight (`Pool.imap` would read ahead without
-    bound). Every encoder runs on one tokenizer thread."""
+    bound). Every encoder runs on one tokenizer thread. A worker that dies (killed, out of memory, or failing as it
+    starts) is an error, not a hang: `multiprocessing.Pool` would replace it and wait forever for its batch, where
+    `ProcessPoolExecutor` marks the pool broken."""
 
     def __init__(self, encoder: Encoder, workers: int):
         self.encoder, self.workers, self.pool, self.saved = encoder, workers, None, {}
@@ -205,7 +209,9 @@ class _encoding:
             os.environ.update(SINGLE_THREAD)
             return self._local
         context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
-        self.pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self.encoder,))
+        self.pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(self.encoder,)
+        )
         return self._pooled
 
     def __exit__(self, kind, value, traceback):
@@ -215,11 +221,7 @@ class _encoding:
             else:
                 os.environ[key] = old
         if self.pool is not None:
-            if kind is None:
-                self.pool.close()
-            else:
-                self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=kind is not None)  # a running batch takes well under 1 s
 
     def _local(self, batches):
         for texts, rest in batches:
@@ -227,14 +229,20 @@ class _encoding:
 
     def _pooled(self, batches):
         pending = deque()
-        for texts, rest in batches:
-            pending.append((self.pool.apply_async(_encode_in_worker, (texts,)), rest))
-            if len(pending) >= 2 * self.workers:
+        try:
+            for texts, rest in batches:
+                pending.append((self.pool.submit(_encode_in_worker, texts), rest))
+                if len(pending) >= 2 * self.workers:
+                    result, rest = pending.popleft()
+                    yield result.result(), rest
+            while pending:
                 result, rest = pending.popleft()
-                yield result.get(), rest
-        while pending:
-            result, rest = pending.popleft()
-            yield result.get(), rest
+                yield result.result(), rest
+        except BrokenProcessPool:
+            raise UserError(
+                "a tokenizer worker process died (killed, out of memory, or failing as it started); "
+                "nothing was written: run with --workers 1 to see the tokenizer's own error"
+            ) from None
 
 
 def _batches(paths: list[Path], text_key: str, ids_key: str | None) -> Iterator[tuple[list[str], list]]:
