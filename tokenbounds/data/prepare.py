@@ -195,10 +195,10 @@ def prepare(
 
 class _encoding:
     """A context giving `encode(batches) -> iterator of results in order`: in this process for one worker, else in a
-    pool of `workers` processes with at most 2 * workers batches in flight (`Pool.imap` would read ahead without
-    bound). Every encoder runs on one tokenizer thread. A worker that dies (killed, out of memory, or failing as it
-    starts) is an error, not a hang: `multiprocessing.Pool` would replace it and wait forever for its batch, where
-    `ProcessPoolExecutor` marks the pool broken."""
+    pool of `workers` processes with at most 2 * workers batches in flight (the executor's `map` would read ahead
+    without bound). Every encoder runs on one tokenizer thread. A worker that dies (killed, out of memory, or
+    failing as it starts) is an error, not a hang: `multiprocessing.Pool` would replace it and wait forever for its
+    batch, where `ProcessPoolExecutor` marks the pool broken."""
 
     def __init__(self, encoder: Encoder, workers: int):
         self.encoder, self.workers, self.pool, self.saved = encoder, workers, None, {}
