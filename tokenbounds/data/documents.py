@@ -32,8 +32,8 @@ so each draw's value has expectation R_hat_unit and lies in [a, a + Delta]: any 
 delta2. The eb method is not offered: its centring c_i is a per-token function of the past and its proof a
 martingale over tokens, which bounds the token-level R, not R_unit.
 
-Finding the n documents takes one scan of every shard for eots, a chunk at a time (`CHUNK` tokens: never a whole
-shard in memory), keeping one int64 per document.
+Finding the n documents takes one scan of every shard for eots, a chunk at a time (`units.document_starts`: never a
+whole shard in memory), keeping one int64 per document.
 """
 
 from collections.abc import Iterator
@@ -43,34 +43,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tokenbounds.data.shards import Corpus
-from tokenbounds.data.units import Unit, block_unit
+from tokenbounds.data.units import Unit, block_unit, document_starts, document_windows
 
 UNITS = ("token", "document", "sequence")
-CHUNK = 1 << 22  # tokens read per step of the eot scan
 
 
-def document_ends(shard: np.ndarray, eot: int, chunk: int = CHUNK) -> np.ndarray:
+def document_ends(shard: np.ndarray, eot: int, chunk: int | None = None) -> np.ndarray:
     """Local position of each document's last target in one shard: every eot but a final one, then the last token."""
-    n = len(shard)
-    found = [np.flatnonzero(np.asarray(shard[i : i + chunk]) == eot) + i for i in range(0, n, chunk)]
-    eots = np.concatenate([np.zeros(0, dtype=np.int64), *found]).astype(np.int64)
-    return np.concatenate([eots[eots < n - 1], [n - 1]]).astype(np.int64)
-
-
-def document_windows(corpus: Corpus, shard_index: int, start: int, end: int, context: int) -> Iterator[Unit]:
-    """The model windows scoring the document whose targets are x[start + 1 .. end] of a shard (start = -1: the
-    shard's virtual eot): one window for its first L targets, then one sliding window per later target (yielded one
-    at a time: a long document's windows hold about L times its tokens)."""
-    shard = corpus.shards[shard_index]
-    offset = int(corpus.offsets[shard_index])
-    head_end = min(start + context, end)
-    head = np.asarray(shard[max(start, 0) : head_end + 1], dtype=np.int64)
-    if start < 0:
-        head = np.concatenate([[corpus.eot], head])
-    yield Unit(head, 1, np.arange(start + 1, head_end + 1, dtype=np.int64) + offset)
-    for i in range(head_end + 1, end + 1):
-        window = np.asarray(shard[i - context : i + 1], dtype=np.int64)
-        yield Unit(window, context, np.array([i + offset], dtype=np.int64))
+    found = list(document_starts(shard, eot, chunk))
+    return np.concatenate([np.zeros(0, dtype=np.int64), *found, [len(shard) - 1]]).astype(np.int64)
 
 
 @dataclass

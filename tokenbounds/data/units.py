@@ -72,39 +72,54 @@ def sample_positions(corpus: Corpus, samples: int, rng: np.random.Generator) -> 
     return rng.integers(0, corpus.n_tokens, size=samples)
 
 
+def document_starts(shard: np.ndarray, eot: int, chunk: int | None = None) -> Iterator[np.ndarray]:
+    """The positions of a shard's eots that start a document (every eot but a final one), one array per chunk of
+    `chunk` tokens (EOT_SCAN_CHUNK by default), so memory stays bounded whatever the shard's length."""
+    n = len(shard)
+    chunk = chunk or EOT_SCAN_CHUNK
+    for start in range(0, n, chunk):
+        eots = np.flatnonzero(np.asarray(shard[start : start + chunk]) == eot).astype(np.int64) + start
+        yield eots[eots < n - 1]
+
+
 def document_spans(shard: np.ndarray, eot: int) -> Iterator[tuple[int, int]]:
     """(d, end) for each document of a shard, in order: d its eot (-1: the shard's virtual eot), end its last target.
 
     Documents start at the virtual eot, then at every real eot that is not the shard's last token; each ends just
-    before the next start (the shard's last token for the last one). The eots are found EOT_SCAN_CHUNK tokens at a
-    time, so memory stays bounded whatever the shard's length (not one index per eot of the shard).
+    before the next start (the shard's last token for the last one). The eots are found a chunk at a time
+    (`document_starts`), not one index per eot of the shard.
     """
-    n, d = len(shard), -1
-    for start in range(0, n, EOT_SCAN_CHUNK):
-        for e in (np.flatnonzero(np.asarray(shard[start : start + EOT_SCAN_CHUNK]) == eot) + start).tolist():
-            if e < n - 1:
-                yield d, e
-                d = e
-    yield d, n - 1
+    d = -1
+    for eots in document_starts(shard, eot):
+        for e in eots.tolist():
+            yield d, e
+            d = e
+    yield d, len(shard) - 1
+
+
+def document_windows(corpus: Corpus, shard_index: int, start: int, end: int, context: int) -> Iterator[Unit]:
+    """The model windows scoring the document whose targets are x[start + 1 .. end] of a shard (start = -1: the
+    shard's virtual eot): within it the targets start+1 .. start+L share the prefix x[start:], so one forward pass
+    over x[start : start+L+1] scores all of them; later targets need their own sliding window x[i-L : i+1]
+    (yielded one at a time: a long document's windows hold about L times its tokens)."""
+    shard = corpus.shards[shard_index]
+    offset = int(corpus.offsets[shard_index])
+    head_end = min(start + context, end)
+    head = np.asarray(shard[max(start, 0) : head_end + 1], dtype=np.int64)
+    if start < 0:
+        head = np.concatenate([[corpus.eot], head])
+    yield Unit(head, 1, np.arange(start + 1, head_end + 1, dtype=np.int64) + offset)
+    for i in range(head_end + 1, end + 1):
+        window = np.asarray(shard[i - context : i + 1], dtype=np.int64)
+        yield Unit(window, context, np.array([i + offset], dtype=np.int64))
 
 
 def exhaustive_units(corpus: Corpus, context: int) -> Iterator[Unit]:
-    """Every token of the corpus exactly once, under the same document rule.
-
-    Within a document starting at d, the targets d+1 .. d+L share the prefix x[d:], so one forward pass
-    over x[d : d+L+1] scores all of them; later targets need their own sliding window x[i-L : i+1].
-    """
+    """Every token of the corpus exactly once, under the same document rule: each document's windows
+    (`document_windows`), document after document."""
     for shard_index, shard in enumerate(corpus.shards):
-        offset = int(corpus.offsets[shard_index])
         for d, end in document_spans(shard, corpus.eot):
-            head_end = min(d + context, end)
-            head = np.asarray(shard[max(d, 0) : head_end + 1], dtype=np.int64)
-            if d < 0:
-                head = np.concatenate([[corpus.eot], head])
-            yield Unit(head, 1, np.arange(d + 1, head_end + 1, dtype=np.int64) + offset)
-            for i in range(head_end + 1, end + 1):
-                window = np.asarray(shard[i - context : i + 1], dtype=np.int64)
-                yield Unit(window, context, np.array([i + offset], dtype=np.int64))
+            yield from document_windows(corpus, shard_index, d, end, context)
 
 
 def block_rule(context: int, stride: int) -> str:
