@@ -92,13 +92,14 @@ def frozen_copy(target: Path, source: Path) -> Path:
     return target
 
 
-def block_bound(cfg, out: Path, model: Path, **options) -> BoundRequest:
-    """The studies' bound of a row's model on the study's corpus (out/data): eb, block units, betting (the tightest
-    configuration), with the study config's samples, context, stride, delta and seed. `options`: the prior
-    (message_bits, checkpoint_size) and progress (off unless given)."""
+def block_bound(cfg, out: Path, model: Path | str, *, data: str | None = None, **options) -> BoundRequest:
+    """The studies' bound of a row's model on the study's corpus (out/data, or `data`): eb, block units, betting (the
+    tightest configuration), with the study config's samples, context, stride, delta and seed. `options`: the prior
+    (message_bits, checkpoint_size), the run's settings (codecs, compute_dtype, device, batch_tokens) and progress
+    (off unless given)."""
     return BoundRequest(
         model=str(model),
-        data=str(out / "data"),
+        data=str(out / "data") if data is None else data,
         method="eb",
         mode="block",
         subsample_ucb="betting",

@@ -53,7 +53,6 @@ from tokenbounds.data.shards import open_corpus
 from tokenbounds.data.windows import random_windows
 from tokenbounds.models.groups import PARAMETRIZATIONS
 from tokenbounds.models.parametrization import FREE_FILE, build_model, load_free_parameters, make_spec
-from tokenbounds.pipeline import BoundRequest
 from tokenbounds.quickstart import byte_gpt
 from tokenbounds.streams import TRAIN_EVAL, stream
 from tokenbounds.studies.building import block_bound, quantized_model, trained_model
@@ -210,17 +209,11 @@ def _finetuned_row(cfg: FinetuneConfig, progress: bool):
 def _pair_rows(pair: PairConfig, progress: bool) -> list[Row]:
     def build(path: str):
         def row(out: Path) -> RowBuild:
-            request = BoundRequest(
-                model=path,
+            request = block_bound(
+                pair,
+                out,
+                path,
                 data=pair.data,
-                method="eb",
-                mode="block",
-                subsample_ucb="betting",
-                samples=pair.samples,
-                context=pair.context,
-                stride=pair.stride,
-                delta=pair.delta,
-                seed=pair.seed,
                 checkpoint_size=True,
                 codecs=pair.codecs,
                 compute_dtype=pair.compute_dtype,
