@@ -153,30 +153,26 @@ def outside_from_histogram(top: np.ndarray, hist: np.ndarray, ks, vocab: int) ->
     return out
 
 
+def _from_histograms(probs: np.ndarray, centrings, per_row: tuple[int, ...] = ()) -> np.ndarray:
+    """centrings(p_top, hist, V) -> (rows, *per_row) applied to distributions along the last axis, 256 histograms
+    (8 MB) at a time; the result is (*leading shape of probs, *per_row)."""
+    p = np.asarray(probs, dtype=np.float64)
+    flat = p.reshape(-1, p.shape[-1])
+    parts = [centrings(*tail_histogram(flat[start : start + 256]), p.shape[-1]) for start in range(0, len(flat), 256)]
+    out = np.concatenate(parts) if parts else np.empty((0, *per_row))
+    return out.reshape(*p.shape[:-1], *per_row)
+
+
 def binned_smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
     """The shipped entropy centring (numpy reference of the scorer's torch code): see CENTRING and the note above.
 
     `probs` are distributions along the last axis; they are rounded to float32 for the binning and the bins' sums,
     as the scorer's are. Depends on p only (never on the target), and lies in [a, a + Delta].
     """
-    p = np.asarray(probs, dtype=np.float64)
-    vocab = p.shape[-1]
-    out = np.empty(int(np.prod(p.shape[:-1], dtype=np.int64)))
-    flat = p.reshape(-1, vocab)
-    for start in range(0, len(flat), 256):  # 256 histograms (8 MB) at a time
-        top, hist = tail_histogram(flat[start : start + 256])
-        out[start : start + 256] = entropy_from_histogram(top, hist, alpha, vocab)
-    return out.reshape(p.shape[:-1])
+    return _from_histograms(probs, lambda top, hist, vocab: entropy_from_histogram(top, hist, alpha, vocab))
 
 
 def binned_outside_topk(probs: np.ndarray, ks) -> np.ndarray:
     """The shipped top-k centrings (numpy reference of the scorer's torch code), (..., n_ks): 1 - the estimated
     mass of the k most probable tokens (note above). Depends on p only, and lies in [0, 1]."""
-    p = np.asarray(probs, dtype=np.float64)
-    vocab = p.shape[-1]
-    flat = p.reshape(-1, vocab)
-    out = np.empty((len(flat), len(ks)))
-    for start in range(0, len(flat), 256):
-        top, hist = tail_histogram(flat[start : start + 256])
-        out[start : start + 256] = outside_from_histogram(top, hist, ks, vocab)
-    return out.reshape(*p.shape[:-1], len(ks))
+    return _from_histograms(probs, lambda top, hist, vocab: outside_from_histogram(top, hist, ks, vocab), (len(ks),))
