@@ -26,7 +26,6 @@ count >= cap as a varint in a raw section. The frequency tables are the header.
 `decode(encode(t)) == t` exactly (tested); a truncated or altered message fails its checksum (UserError).
 """
 
-import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
@@ -34,14 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from tokenbounds.compress.coding import decode_symbols, encode_symbols
-from tokenbounds.compress.message import _Reader, _varint
+from tokenbounds.compress.message import _Reader, _varint, seal, unseal
 from tokenbounds.data.ngrams import gram_keys
 from tokenbounds.errors import UserError
 
 FORMAT = "tokenbounds-markov"  # the manifest's format tag of a chain directory (tokenbounds.models.markov)
 MAGIC = b"TBMC"
 VERSION = 1
-PREFIX = len(MAGIC) + 1 + 32
 CAP = 4096  # the largest count coded as a symbol; above it, a varint excess
 
 
@@ -116,19 +114,12 @@ def encode(table: CountTable) -> bytes:
     raw = b"".join(_varint(int(x)) for x in table.counts[table.counts >= cap] - cap)
     z = zlib.compress(bytes(head), 9)
     body = b"".join([_varint(len(z)), z, _varint(len(words)), words.astype("<u4").tobytes(), raw])
-    return MAGIC + bytes([VERSION]) + hashlib.sha256(body).digest() + body
+    return seal(MAGIC, VERSION, body)
 
 
 def decode(message: bytes) -> CountTable:
     """The CountTable a message describes. UserError on a truncated, altered or malformed message."""
-    message = bytes(message)
-    if len(message) < PREFIX or message[:4] != MAGIC:
-        raise UserError("not a tokenbounds Markov count-table message (bad magic or too short)")
-    if message[4] != VERSION:
-        raise UserError(f"unsupported count-table message version {message[4]} (this decoder reads {VERSION})")
-    body = message[PREFIX:]
-    if hashlib.sha256(body).digest() != message[5:PREFIX]:
-        raise UserError("count-table message checksum mismatch: truncated or altered; refusing to decode it")
+    body = unseal(bytes(message), MAGIC, VERSION, "Markov count-table message")
     try:
         return _parse(body)
     except UserError:

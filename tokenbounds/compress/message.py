@@ -29,7 +29,7 @@ from tokenbounds.errors import UserError
 
 MAGIC = b"TBQM"
 VERSION = 1
-PREFIX = len(MAGIC) + 1 + 32  # container bytes before the body
+PREFIX = 4 + 1 + 32  # container bytes before the body: magic, version, sha256
 KINDS = ("quantized", "raw", "alias")
 
 
@@ -104,19 +104,29 @@ def encode(state: QuantizedState) -> bytes:
     words = encode_symbols(streams, [g.counts for g in state.groups])
     z = zlib.compress(bytes(head), 9)
     body = b"".join([_varint(len(z)), z, _varint(len(words)), words.astype("<u4").tobytes(), bytes(raw)])
-    return MAGIC + bytes([VERSION]) + hashlib.sha256(body).digest() + body
+    return seal(MAGIC, VERSION, body)
+
+
+def seal(magic: bytes, version: int, body: bytes) -> bytes:
+    """The container of every tokenbounds message: 4 magic bytes, a version byte, sha256(body), then the body."""
+    return magic + bytes([version]) + hashlib.sha256(body).digest() + body
+
+
+def unseal(message: bytes, magic: bytes, version: int, what: str) -> bytes:
+    """The body of a `seal`ed message; UserError naming `what` when its magic, version or checksum is off."""
+    if len(message) < PREFIX or message[:4] != magic:
+        raise UserError(f"not a tokenbounds {what} (bad magic or too short)")
+    if message[4] != version:
+        raise UserError(f"unsupported {what} version {message[4]} (this decoder reads version {version})")
+    body = message[PREFIX:]
+    if hashlib.sha256(body).digest() != message[5:PREFIX]:
+        raise UserError(f"{what} checksum mismatch: the message was truncated or altered; refusing to decode it")
+    return body
 
 
 def verify(message: bytes) -> bytes:
     """Check the container (magic, version, sha256); return the body. UserError when anything is off."""
-    if len(message) < PREFIX or message[:4] != MAGIC:
-        raise UserError("not a tokenbounds quantized-model message (bad magic or too short)")
-    if message[4] != VERSION:
-        raise UserError(f"unsupported message version {message[4]} (this decoder reads version {VERSION})")
-    body = message[PREFIX:]
-    if hashlib.sha256(body).digest() != message[5:PREFIX]:
-        raise UserError("message checksum mismatch: the message was truncated or altered; refusing to decode it")
-    return body
+    return unseal(message, MAGIC, VERSION, "quantized-model message")
 
 
 def decode(message: bytes) -> QuantizedState:
