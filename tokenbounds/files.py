@@ -1,7 +1,10 @@
 """Small file helpers shared by the data and model loaders."""
 
 import hashlib
+import json
 from pathlib import Path
+
+from tokenbounds.errors import UserError
 
 
 def holds_something(path: str | Path) -> bool:
@@ -17,3 +20,11 @@ def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json(path: str | Path):
+    """The parsed JSON of a file a user gave us; one-line UserError when it is not valid JSON (or not UTF-8)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err})") from None

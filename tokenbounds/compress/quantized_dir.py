@@ -30,7 +30,6 @@ UserError (the directory is refused, never bounded).
 """
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ import numpy as np
 from tokenbounds.compress import message as msg
 from tokenbounds.compress.quantize import QuantizedState
 from tokenbounds.errors import UserError
+from tokenbounds.files import read_json
 
 MANIFEST = "quantized.json"
 MESSAGE = "message.tbqm"
@@ -55,10 +55,7 @@ def read_manifest(path: str | Path) -> dict:
     d = Path(path)
     if not is_quantized_dir(d):
         raise UserError(f"{d} is not a quantized model directory (no {MANIFEST})")
-    try:
-        manifest = json.loads((d / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{d / MANIFEST} is not valid JSON: {err}") from None
+    manifest = read_json(d / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{d / MANIFEST} is not a tokenbounds quantized-model manifest")
     return manifest

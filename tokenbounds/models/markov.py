@@ -36,6 +36,7 @@ from tokenbounds.compress.count_tables import FORMAT, CountTable, decode, encode
 from tokenbounds.data.ngrams import check_memory, count_grams, gram_keys, padded_contexts
 from tokenbounds.data.shards import Corpus
 from tokenbounds.errors import UserError
+from tokenbounds.files import read_json
 from tokenbounds.models.base import check_device, description
 from tokenbounds.models.registry import Backend, register_backend
 
@@ -152,10 +153,7 @@ def write_markov(corpus: Corpus, order: int, pseudo_count: float, out: Path, max
 
 def read_markov(path: Path) -> tuple[CountTable, dict]:
     """Decode and verify a chain directory -> (table, manifest); UserError when anything does not match."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path / MANIFEST} is not valid JSON: {err}") from None
+    manifest = read_json(path / MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path / MANIFEST} is not a tokenbounds Markov chain manifest")
     unexpected = sorted(p.name for p in path.iterdir() if p.name not in FILES)

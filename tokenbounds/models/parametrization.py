@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from tokenbounds.errors import UserError
+from tokenbounds.files import read_json
 from tokenbounds.models.gpt import GPT, GPTConfig, init_gpt_
 from tokenbounds.models.groups import GROUPS, KINDS_BY_GROUP, canonical_group
 from tokenbounds.models.kronecker import KroneckerLinear
@@ -234,10 +235,7 @@ def read_spec(directory: str | Path) -> dict:
     path = Path(directory) / SPEC_FILE
     if not path.is_file():
         raise UserError(f"{directory} has no {SPEC_FILE}: not a trained tokenbounds GPT")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err})") from None
+    spec = read_json(path)
     validate_spec(spec)
     return spec
 
