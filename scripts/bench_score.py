@@ -1,7 +1,9 @@
 """Scoring throughput, side by side on the same tokens in one process: where the time goes.
 
-Over the first `--windows` aligned L-token windows of the corpus (every position scored), interleaved `--repeats`
-times (the minimum is reported, so a busy shared machine inflates nothing but the spread):
+Over the first `--windows` aligned L-token windows of the corpus (every position scored). plain, lotfi and eb are
+interleaved window by window, in a rotating order, `--repeats` times; each variant's time is the sum over the
+windows of its minimum per window, so drift on a shared machine (runs here vary by several per cent within a minute)
+falls on all three alike:
 
   * plain:        a transformers loop, one window at a time: full logits, log_softmax, gather;
   * lotfi:        tokenbounds' scorer, log-probability and rank only (what `--method lotfi` needs);
@@ -85,19 +87,16 @@ def main() -> None:
     units = [Unit(w, 1, np.arange(1, len(w))) for w in windows]
     alphas, ks = list(DEFAULT_ALPHAS), list(DEFAULT_KS)
 
-    def plain():
-        out = []
-        with torch.no_grad():
-            for w in windows:
-                logits = model.model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float()
-                out.append(torch.log_softmax(logits, -1).gather(1, torch.from_numpy(w[1:])[:, None])[:, 0])
-        return torch.cat(out).numpy()
+    def plain(i: int) -> np.ndarray:
+        w = windows[i]
+        logits = model.model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float()
+        return torch.log_softmax(logits, -1).gather(1, torch.from_numpy(w[1:])[:, None])[:, 0].numpy()
 
-    def lotfi():
-        return score_units(model, units, progress=False).logp
+    def lotfi(i: int) -> np.ndarray:
+        return score_units(model, [units[i]], progress=False).logp
 
-    def eb():
-        return score_units(model, units, alphas=alphas, ks=ks, progress=False).logp
+    def eb(i: int) -> np.ndarray:
+        return score_units(model, [units[i]], alphas=alphas, ks=ks, progress=False).logp
 
     def fresh_stats() -> dict[str, float]:
         """Each window's statistics on its own fresh logits (logits scored again and again read faster), the two
@@ -140,13 +139,17 @@ def main() -> None:
     times: dict[str, float] = {}
     bits: dict[str, float] = {}
     logps: dict[str, np.ndarray] = {}
+    scorers = [("plain", plain), ("lotfi", lotfi), ("eb", eb)]
+    per_window: dict[tuple[str, int], float] = {}
+    outputs: dict[tuple[str, int], np.ndarray] = {}
     with torch.inference_mode():
-        for _ in range(args.repeats):
-            for name, fn in [("plain", plain), ("lotfi", lotfi), ("eb", eb)]:
-                start = time.perf_counter()
-                logps[name] = fn()
-                _best(times, name, time.perf_counter() - start)
-                bits[name] = float(-np.mean(logps[name].astype(np.float64)) / np.log(2))
+        for repeat in range(args.repeats):
+            for i in range(n_win):
+                turn = (repeat * n_win + i) % len(scorers)
+                for name, fn in scorers[turn:] + scorers[:turn]:
+                    start = time.perf_counter()
+                    outputs[name, i] = fn(i)
+                    _best(per_window, (name, i), time.perf_counter() - start)
             for name, seconds in fresh_stats().items():
                 _best(times, name, seconds)
             start = time.perf_counter()
@@ -157,6 +160,10 @@ def main() -> None:
                 logps[name] = fn()
                 _best(times, name, time.perf_counter() - start)
 
+    for name, _ in scorers:
+        times[name] = sum(per_window[name, i] for i in range(n_win))
+        logps[name] = np.concatenate([outputs[name, i] for i in range(n_win)])
+        bits[name] = float(-np.mean(logps[name].astype(np.float64)) / np.log(2))
     flops = 2 * sum(i * o * c for i, o, c in shapes)  # per token
     ceiling = L / times["matmul"]
     rows = []
@@ -179,7 +186,8 @@ def main() -> None:
             }
         )
 
-    print(f"{n_win} windows x {L} tokens, {args.compute_dtype}, {args.threads} threads, min of {args.repeats}")
+    print(f"{n_win} windows x {L} tokens, {args.compute_dtype}, {args.threads} threads, ", end="")
+    print(f"per-window minimum of {args.repeats} interleaved repeats")
     for r in rows:
         line = f"{r['what']:>34}: "
         if "tokens_per_s" in r:

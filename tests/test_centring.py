@@ -160,12 +160,15 @@ def test_scorer_centring_equals_the_numpy_reference(vocab):
 def test_statistics_do_not_depend_on_the_target():
     """Predictable: the centring and the top-k masses are functions of the logits; only logp and rank see y."""
     rng = np.random.default_rng(3)
-    logits = torch.from_numpy(logit_cases(3000, rng))
+    # Not even through rounding: 49,152 tokens per row put a few within an ulp of a bin edge, where p computed
+    # relative to the target's logit (rounding that depends on y) would move them across it.
+    logits = torch.from_numpy(np.concatenate([logit_cases(49152, rng), logit_cases(49152, rng)]))
     n = logits.shape[0]
     first = _target_stats(logits, torch.zeros(n, dtype=torch.int64), ALPHAS, [1, 10])
-    second = _target_stats(logits, torch.from_numpy(rng.integers(0, 3000, n)), ALPHAS, [1, 10])
-    assert torch.equal(first[2], second[2]) and torch.equal(first[3], second[3])
-    assert not torch.equal(first[0], second[0])
+    for _ in range(3):
+        other = _target_stats(logits, torch.from_numpy(rng.integers(0, 49152, n)), ALPHAS, [1, 10])
+        assert torch.equal(first[2], other[2]) and torch.equal(first[3], other[3])
+        assert not torch.equal(first[0], other[0])
 
 
 def test_description_names_the_approximation():
@@ -188,3 +191,26 @@ def test_ranks_equal_counting(stats):
         expected = (z >= z.gather(1, targets[:, None])).sum(-1) - 1
         assert torch.equal(rank, expected), place
     assert torch.equal(_target_stats(z, torch.ones(len(z), dtype=torch.int64), *stats)[1][-1:], torch.tensor([4999]))
+
+
+@pytest.mark.parametrize("stats", [([], []), (ALPHAS, [1, 5, 100])])  # lotfi's path, eb's
+def test_log_probabilities_equal_float64_log_softmax(stats):
+    """log p(y) to float32 accuracy on both paths: lotfi's from sum_v exp(z_v - z_y), falling back to the
+    max-shifted sum where that would overflow (targets 60 to 300 nats below the top), eb's max-shifted."""
+    rng = np.random.default_rng(11)
+    vocab = 5000
+    rows = [logit_cases(vocab, rng)]
+    for gap in (60.0, 75.0, 100.0, 300.0):
+        row = rng.standard_normal((1, vocab)).astype(np.float32)
+        row[0, :40] += 30.0  # many tokens near the top, so the shifted sum overflows float32 for gaps over ~80
+        row[0, -1] = row[0].max() - gap
+        rows.append(row)
+    z = torch.from_numpy(np.concatenate(rows))
+    order = torch.argsort(z, dim=-1, descending=True)
+    exact_all = torch.log_softmax(z.double(), dim=-1)
+    for targets in (order[:, 0], order[:, 7], order[:, -1], torch.full((len(z),), vocab - 1)):
+        logp = _target_stats(z, targets, *stats)[0].double()
+        exact = exact_all.gather(1, targets[:, None])[:, 0]
+        finite = torch.isfinite(exact)
+        assert torch.equal(torch.isfinite(logp), finite)  # -inf exactly where the target's p is 0
+        assert torch.all((logp[finite] - exact[finite]).abs() <= 2e-6 * exact[finite].abs().clamp_min(1.0))

@@ -2,7 +2,7 @@
 
 For each target y predicted from logits z (float32, whatever the compute dtype):
 
-    log p(y)  = z_y - logsumexp(z)                          (natural log)
+    log p(y)  = -ln sum_v exp(z_v - z_y)                    (natural log; = z_y - logsumexp(z))
     rank(y)   = #{v : z_v >= z_y} - 1                       (0 = the model's top token alone; no full sort)
     H_alpha   ~ -sum_v q_v log2 q_v,  q = (1 - alpha) softmax(z) + alpha / V   (bits, per requested alpha)
     outside_k ~ 1 - (mass of the k most probable tokens)    (per requested k)
@@ -16,6 +16,12 @@ computed at the positions that predict a target.
 
 The rank counts ties against the model (the rule of `tokenbounds.stats.topk`, which the coverage simulation
 applies too): constant logits give rank V - 1, never a top-1 hit.
+
+Without centrings one difference d = z - z_y per logit serves both: its sign bits count the rank, and exp(d)
+sums to 1 / p(y), so no max pass is needed (where a sum overflows, a target ~80 nats or more below the row's top,
+or meets a NaN / inf logit, the max-shifted log-softmax is used). With them, p is normalised from the row's max
+instead, so that no rounding lets the centrings see the target. Every exp is computed as exp2(x log2 e): Sleef's
+float32 exp2 costs half its exp, both within about an ulp.
 
 Nothing non-finite reaches the statistics. Every input id (context and target) is checked against the model's
 vocabulary before the forward pass, and a NaN or +inf logit, or a row whose logits are all -inf, is refused with
@@ -53,21 +59,23 @@ class Scores:
 
 
 ROW_CHUNK = 16  # logit rows processed together: a (16, V) float32 block stays in cache across the passes below
+HISTOGRAM_ROWS = ROW_CHUNK // 2  # their int64 bin indices fill the 16-row float32 scratch buffer
 GROUP_ROWS = 128  # histograms reduced together (dot products, cumulative sums): (128, N_BINS) float32, 4 MB
+LOG2E = 1.0 / math.log(2.0)
 
 
-def _ranks(z: torch.Tensor, target_logit: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """#{v : z_v >= z_y} - 1 per row (ties count against the model, stats/topk.py), exactly.
+def _ranks(diff: torch.Tensor, z: torch.Tensor, target_logit: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """#{v : z_v >= z_y} - 1 per row (ties count against the model, stats/topk.py), exactly, from diff = z - z_y.
 
     It is V - 1 - #{v : z_v < z_y}, and the float difference z_v - z_y has its sign bit set exactly when z_v < z_y:
     IEEE subtraction rounds a non-zero difference to a non-zero value of the same sign (subnormals included), and
     x - x is +0. The two exceptions are rows whose target logit is 0 ((-0) - (+0) = -0, a tie) or -inf
-    (-inf - -inf = NaN); they are counted by comparison. Counting sign bits (an arithmetic shift and an integer sum)
-    costs half a comparison's bool tensor and its conversion. Rows holding NaN or +inf are refused by the caller.
+    (-inf - -inf = NaN); they are counted by comparison. Counting sign bits (an arithmetic shift into the int32
+    scratch and an integer sum) costs half a comparison's bool tensor and its conversion. Rows holding NaN or +inf
+    are refused by the caller.
     """
-    diff = torch.sub(z, target_logit, out=scratch)
-    below = diff.view(torch.int32).bitwise_right_shift_(31).sum(dim=-1, dtype=torch.int32)  # -1 per negative
-    rank = below.long().add_(z.shape[1] - 1)
+    shifted = torch.bitwise_right_shift(diff.view(torch.int32), 31, out=scratch.view(torch.int32))
+    rank = shifted.sum(dim=-1, dtype=torch.int32).long().add_(z.shape[1] - 1)  # -1 per negative difference
     odd = (target_logit[:, 0] == 0.0) | (target_logit[:, 0] == -math.inf)
     if bool(odd.any()):
         for row in torch.nonzero(odd)[:, 0].tolist():
@@ -77,8 +85,9 @@ def _ranks(z: torch.Tensor, target_logit: torch.Tensor, scratch: torch.Tensor) -
 
 @functools.lru_cache(maxsize=8)
 def _centring_tables(alphas: tuple[float, ...], vocab: int) -> tuple[torch.Tensor, ...]:
-    """Per-bin weights k(r * midpoint) (N_BINS, n_alphas), the alphas, the rates r, [a, a + Delta] in nats, and the
-    bin midpoints from TOPK_FLOOR up in descending order (with a 0 appended: the slope past the last bin)."""
+    """Per-bin weights k(r * midpoint) from ENTROPY_FLOOR up (bins, n_alphas), the alphas, the rates r,
+    [a, a + Delta] in nats, and the bin midpoints from TOPK_FLOOR up in descending order (with a 0 appended: the
+    slope past the last bin)."""
     rates = [(1.0 - a) * vocab / a for a in alphas]
     low = [-math.log1p(-a + a / vocab) for a in alphas]
     high = [math.log(vocab / a) for a in alphas]
@@ -95,19 +104,22 @@ def _histogram_centrings(
     """The entropy centrings (rows, n_alphas) in bits and the top-k centrings (rows, n_ks) from p_top (float32) and
     the tail's histogram (float32, rows x N_BINS): `centring.entropy_from_histogram` and
     `centring.outside_from_histogram` in torch, over many rows at once. `wide` is a float64 buffer of hist's shape
-    (reused: a fresh 8 MB one per call would cost its page faults)."""
+    (reused: a fresh 8 MB one per call would cost its page faults); the bins from ENTROPY_FLOOR up are copied to
+    it, the ones below enter by their float64 sum."""
     weights, alpha, rates, low, high, descending = (t.to(top.device) for t in _centring_tables(tuple(alphas), vocab))
     top = top.double()[:, None]
-    wide = wide.copy_(hist)
+    floor = centring.ENTROPY_FLOOR_BIN
+    live = wide[:, : hist.shape[1] - floor].copy_(hist[:, floor:])
     entropies = outside = None
     if alphas:
         x = top * rates
         safe = torch.where(x < 1e-8, 1.0, x)
         k_top = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
-        h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (top * k_top + wide @ weights)
+        binned = live @ weights + hist[:, :floor].sum(dim=1, dtype=torch.float64)[:, None]  # k = 1 below the floor
+        h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (top * k_top + binned)
         entropies = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
     if ks:
-        mass = wide[:, centring.FLOOR_BIN :].flip(1)  # descending p
+        mass = live[:, centring.FLOOR_BIN - floor :].flip(1)  # descending p
         cum_mass = mass.cumsum(1)
         cum_count = mass.div_(descending[:-1]).cumsum_(1)
         want = torch.tensor([float(k - 1) for k in ks], dtype=torch.float64, device=top.device)
@@ -121,6 +133,31 @@ def _histogram_centrings(
     return entropies, outside
 
 
+def _exp_sum(z: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """exp(z - shift) into `out` and its row sums. Computed as exp2((z - shift) log2 e): Sleef's float32 exp2 costs
+    half its exp, and the product's rounding moves the result by |z - shift| 2^-24 relatively, as the
+    subtraction's own rounding already does."""
+    e = torch.sub(z, shift, out=out).mul_(LOG2E).exp2_()
+    return e, e.sum(dim=-1, keepdim=True)
+
+
+def _logp_and_rank(
+    z: torch.Tensor, target_logit: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y) and the rank without the centrings: one difference d = z - z_y serves both. Its sign bits count the
+    rank, and sum_v exp(d_v) = 1 / p(y), so log p(y) = -ln sum_v exp(d_v) needs no max pass. Where a sum is not
+    finite (it overflows when the target lies ~80 nats or more below the top; or a NaN, an inf or a -inf target)
+    the chunk takes the max-shifted log-softmax instead. (The centrings cannot use d: their p must not depend on the target.)"""
+    diff = torch.sub(z, target_logit, out=out)
+    rank = _ranks(diff, z, target_logit, scratch)
+    total = diff.mul_(LOG2E).exp2_().sum(dim=-1)
+    if bool(torch.isfinite(total).all()):
+        return total.log().neg_(), rank
+    peak = z.amax(dim=-1, keepdim=True)
+    _, total = _exp_sum(z, peak, out)
+    return ((target_logit - peak) - total.log())[:, 0], rank  # non-finite for the rows the caller refuses
+
+
 def _target_stats(
     logits: torch.Tensor, targets: torch.Tensor, alphas: list[float], ks: list[int]
 ) -> tuple[torch.Tensor, ...]:
@@ -128,9 +165,9 @@ def _target_stats(
 
     The V-wide passes run a few rows at a time (memory-bound otherwise); the histograms' reductions run over
     GROUP_ROWS rows at once. The centrings are the shipped ones, `tokenbounds.stats.centring` (the note there bounds
-    their distance to the exact entropy and top-k mass): one V-wide histogram of p per row serves every alpha and
-    every k, and p_top = 1 / sum exp(z - max z) is the log-softmax's own. They depend on the logits only, never on
-    the target.
+    their distance to the exact entropy and top-k mass): one V-wide histogram of float32 p per row serves every
+    alpha and every k, and p_top is the largest p of the row. They depend on the logits only, never on the target:
+    p_v = exp(z_v - s) / sum_w exp(z_w - s) for a shift s (z_y or max z) that moves p by rounding only.
     """
     n, vocab = logits.shape
     device = logits.device
@@ -146,7 +183,9 @@ def _target_stats(
         top = torch.empty(n, dtype=torch.float32, device=device)
         hist = torch.empty(min(GROUP_ROWS, n), centring.N_BINS, dtype=torch.float32, device=device)
         wide = torch.empty(hist.shape, dtype=torch.float64, device=device)
-        bins = torch.empty(width, vocab, dtype=torch.int64, device=device)  # int32 indices get copied to int64
+        half = min(HISTOGRAM_ROWS, width // 2)
+        # int32 indices would be copied to int64 by scatter_add_ (slower): the scratch holds `half` rows of int64
+        bins = scratch.view(-1)[: 2 * half * vocab].view(torch.int64).view(half, vocab) if half else None
         entropies = torch.empty(n, len(alphas), dtype=torch.float32, device=device) if alphas else None
         outside = torch.empty(n, len(ks), dtype=torch.float32, device=device) if ks else None
     for group in range(0, n, GROUP_ROWS):
@@ -155,26 +194,34 @@ def _target_stats(
             rows = slice(start, min(start + ROW_CHUNK, end))
             z = logits[rows]
             m = z.shape[0]
-            peak = z.amax(dim=-1, keepdim=True)
-            e = torch.sub(z, peak, out=probs[:m]).exp_()  # exp(z - max): logsumexp's own pass, kept for p
-            total = e.sum(dim=-1, keepdim=True)
             target_logit = z.gather(1, targets[rows, None])
-            logp[rows] = ((target_logit - peak) - total.log())[:, 0]
-            rank[rows] = _ranks(z, target_logit, scratch[:m])
             if not centred:
+                logp[rows], rank[rows] = _logp_and_rank(z, target_logit, probs[:m], scratch[:m])
                 continue
+            # The centrings must not see the target, not even through rounding: p is normalised from the max.
+            peak = z.amax(dim=-1, keepdim=True)
+            e, total = _exp_sum(z, peak, probs[:m])
+            logp[rows] = ((target_logit - peak) - total.log())[:, 0]  # non-finite for the rows refused below
+            rank[rows] = _ranks(torch.sub(z, target_logit, out=scratch[:m]), z, target_logit, scratch[:m])
             if not math.isfinite(float(peak.sum())):  # NaN / +inf / all -inf (or a sum that overflows)
                 fine = sound[rows] = torch.isfinite(peak[:, 0])  # refused by the caller; keep the passes in range
                 z = torch.where(fine[:, None], z, 0.0)
                 peak = z.amax(dim=-1, keepdim=True)
-                e = torch.sub(z, peak, out=probs[:m]).exp_()
-                total = e.sum(dim=-1, keepdim=True)
+                e, total = _exp_sum(z, peak, probs[:m])
             inverse = total.reciprocal()
             p = e.mul_(inverse)  # float32 p, binned by its bit pattern (centring.py); the top token's p is 1 / total
             top[rows] = inverse[:, 0]
-            index = bins[:m].copy_(p.view(torch.int32)).bitwise_right_shift_(centring.BIN_SHIFT)
-            # float32 sums, in index order, as the reference's np.add.at (centring.py bounds their rounding)
-            hist[start - group : start - group + m].zero_().scatter_add_(1, index, p)
+            at = start - group
+            hist[at : at + m].zero_()
+            step = max(half, 1)
+            for sub in range(0, m, step):
+                part = p[sub : sub + step]
+                if bins is None:  # a single row: its own int64 indices
+                    index = torch.bitwise_right_shift(part.view(torch.int32), centring.BIN_SHIFT).long()
+                else:
+                    index = bins[: len(part)].copy_(part.view(torch.int32)).bitwise_right_shift_(centring.BIN_SHIFT)
+                # float32 sums, in index order, as the reference's np.add.at (centring.py bounds their rounding)
+                hist[at + sub : at + sub + len(part)].scatter_add_(1, index, part)
         if centred:
             rows = slice(group, end)
             h = hist[: end - group]

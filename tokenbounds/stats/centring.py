@@ -40,7 +40,9 @@ def smoothed_entropy_bits(probs: np.ndarray, alpha: float) -> np.ndarray:
 # identity  -sum_v q_v ln q_v = -ln beta - (1 - alpha) sum_v p_v k(r p_v)  holds exactly; the centring evaluates k
 # exactly for p_top and, for every tail token, at the midpoint of its bin. k varies by at most |ln(p_v / midpoint)|
 # <= ln(rho) / 2 across a bin (|d k / d ln x| < 1), so the binning is within (1 - alpha) (1 - p_top) 2^-(24 - BIN_SHIFT)
-# nats of H(q).
+# nats of H(q). Bins below ENTROPY_FLOOR are valued at k = 1 (only their total mass is used): there r p_v < r 2^-60
+# and 1 <= k(x) <= 1 + x / 2, so this adds at most (1 - alpha) r 2^-61 of their mass, itself < V 2^-60 (below
+# 1e-15 nats for any V <= 2^24 and alpha >= 1e-6), and the dot products run over the 3,841 bins above it only.
 #
 # Top-k mass. Bins are ordered like p, so the tail's j = k - 1 largest values fill the highest bins first. A bin of
 # mass M_b and midpoint m_b holds n_b = M_b / m_b tokens, to within a factor 1 +- (rho - 1) / (rho + 1); the estimate
@@ -66,6 +68,8 @@ BIN_SHIFT = 17  # 64 bins per octave: the entropy within 0.008 nats x (1 - p_top
 N_BINS = (np.float32(1.0).view(np.uint32) >> BIN_SHIFT) + 1  # p <= 1: bins 0 .. bits(1.0) >> BIN_SHIFT
 TOPK_FLOOR = 2.0**-40  # bins below it are left out of the top-k fill: at most 99 x 2^-40 = 9e-11 of mass for k <= 100
 FLOOR_BIN = int(np.float32(TOPK_FLOOR).view(np.uint32) >> BIN_SHIFT)
+ENTROPY_FLOOR = 2.0**-60  # bins below it enter the entropy at k = 1, by their total mass (note above)
+ENTROPY_FLOOR_BIN = int(np.float32(ENTROPY_FLOOR).view(np.uint32) >> BIN_SHIFT)
 
 CENTRING = (
     f"entropy (bits) of the smoothed prediction, exact for the most probable token and, for the others, from a "
@@ -98,9 +102,10 @@ def bin_midpoints() -> np.ndarray:
 
 
 def bin_weights(alphas, vocab_size: int) -> np.ndarray:
-    """(N_BINS, n_alphas) float64: k(r_alpha * midpoint), the per-unit-mass term of a token in each bin."""
-    mids = bin_midpoints()
-    out = np.empty((N_BINS, len(alphas)))
+    """(N_BINS - ENTROPY_FLOOR_BIN, n_alphas) float64: k(r_alpha * midpoint), the per-unit-mass term of a token in
+    each bin from ENTROPY_FLOOR up (the bins below it weigh 1)."""
+    mids = bin_midpoints()[ENTROPY_FLOOR_BIN:]
+    out = np.empty((len(mids), len(alphas)))
     for j, alpha in enumerate(alphas):
         alpha = check_alpha(alpha)
         out[:, j] = _k((1.0 - alpha) * vocab_size / alpha * mids)
@@ -126,7 +131,8 @@ def entropy_from_histogram(top: np.ndarray, hist: np.ndarray, alpha: float, voca
     alpha = check_alpha(alpha)
     rate = (1.0 - alpha) * vocab / alpha
     top = top.astype(np.float64)
-    binned = hist.astype(np.float64) @ _k(rate * bin_midpoints())
+    binned = hist[:, ENTROPY_FLOOR_BIN:].astype(np.float64) @ _k(rate * bin_midpoints()[ENTROPY_FLOOR_BIN:])
+    binned += hist[:, :ENTROPY_FLOOR_BIN].sum(axis=-1, dtype=np.float64)  # k = 1 below ENTROPY_FLOOR
     h_nats = np.log(vocab / alpha) - (1.0 - alpha) * (top * _k(rate * top) + binned)
     a = -np.log2(1.0 - alpha + alpha / vocab)
     return np.clip(h_nats / LN2, a, np.log2(vocab / alpha))
