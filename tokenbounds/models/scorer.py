@@ -147,7 +147,8 @@ def _logp_and_rank(
     """log p(y) and the rank without the centrings: one difference d = z - z_y serves both. Its sign bits count the
     rank, and sum_v exp(d_v) = 1 / p(y), so log p(y) = -ln sum_v exp(d_v) needs no max pass. Where a sum is not
     finite (it overflows when the target lies ~80 nats or more below the top; or a NaN, an inf or a -inf target)
-    the chunk takes the max-shifted log-softmax instead. (The centrings cannot use d: their p must not depend on the target.)"""
+    the chunk takes the max-shifted log-softmax instead. (The centrings cannot use d: their p must not depend on
+    the target.)"""
     diff = torch.sub(z, target_logit, out=out)
     rank = _ranks(diff, z, target_logit, scratch)
     total = diff.mul_(LOG2E).exp2_().sum(dim=-1)
