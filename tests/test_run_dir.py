@@ -4,6 +4,7 @@ leaves DIR resumable; a run directory of another run is refused, naming what dif
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import torch
 
 from tokenbounds import run_dir
 from tokenbounds.cli import main
+from tokenbounds.files import file_sha256
 from tokenbounds.run_dir import HEADER, MAGIC, RECORDS, Record, RunDir, read_records
 from tokenbounds.stats.unit_sums import UnitSums
 
@@ -219,3 +221,18 @@ def test_bad_run_directories(tiny, tmp_path, capsys, setup, extra, needle):
     assert len(err) == 1 and needle in err[0], err
     if setup == "other":
         assert (directory / "notes.txt").read_text() == "mine"  # never touched
+
+
+def test_hashing_the_priced_files_shows_progress(tiny, tmp_path, capsys):
+    """A run directory's start hashes the model's priced files (minutes for a 140 GB checkpoint): in a bar, in bytes,
+    unless --no-progress; the digests are the files' own."""
+    model, data = tiny
+    args = [a for a in bound_args(model, data, "--samples", "20") if a != "--no-progress"]
+    assert main([*args, "--run-dir", str(tmp_path / "run"), "--json", str(tmp_path / "r.json")]) == 0
+    err = capsys.readouterr().err
+    assert "hashing the priced files" in err
+    manifest = json.loads((tmp_path / "run" / run_dir.MANIFEST).read_text())
+    hashes = manifest["identity"]["model_files_sha256"]
+    assert hashes and all(h == file_sha256(model / name) for name, h in hashes.items())
+    assert main(bound_args(model, data, "--samples", "20", "--run-dir", str(tmp_path / "quiet"))) == 0
+    assert "hashing the priced files" not in capsys.readouterr().err

@@ -13,12 +13,14 @@ def holds_something(path: str | Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
-    """sha256 hex digest of a file, read in chunks (never whole)."""
+def file_sha256(path: str | Path, chunk: int = 1 << 24, bar=None) -> str:
+    """sha256 hex digest of a file, read in chunks (never whole); `bar` (a tqdm in bytes) is advanced as it reads."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             digest.update(block)
+            if bar is not None:
+                bar.update(len(block))
     return digest.hexdigest()
 
 

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from tokenbounds.data.shards import Corpus
 from tokenbounds.errors import UserError
@@ -65,10 +66,14 @@ def run_identity(req: BoundRequest, hypothesis: Hypothesis, corpus: Corpus) -> d
     meta = Path(req.data) / "meta.json"
     modified = [os.stat(s.filename).st_mtime_ns if getattr(s, "filename", None) else None for s in corpus.shards]
     model_path = Path(req.model)
-    files = {
-        str(file.relative_to(model_path) if file != model_path else file.name): file_sha256(file)
-        for file in priced_files(model_path)
-    }
+    priced = priced_files(model_path)
+    size = sum(file.stat().st_size for file in priced)
+    # A 140 GB checkpoint takes minutes to hash at every start: show it
+    with tqdm(total=size, unit="B", unit_scale=True, desc="hashing the priced files", disable=not req.progress) as bar:
+        files = {
+            str(file.relative_to(model_path) if file != model_path else file.name): file_sha256(file, bar=bar)
+            for file in priced
+        }
     return {
         "config": config,
         "hypothesis": hypothesis.describe(),
