@@ -29,6 +29,7 @@ from tokenbounds.coverage.sources import (
     topk_tables,
 )
 from tokenbounds.coverage.table import binomial_allowance, format_table
+from tokenbounds.models.scorer import centrings
 from tokenbounds.stats.bound import report_delta_split, statistic_bound
 from tokenbounds.stats.centring import binned_outside_topk
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
@@ -96,7 +97,9 @@ def test_tables_match_definitions():
     assert np.all(k.loss.sum(axis=1) == 27)  # three tokens per row are "correct"
     top3 = np.argsort(-model, axis=1)[:, :3]
     exact = 1 - np.take_along_axis(model, top3, axis=1).sum(axis=1)
-    np.testing.assert_allclose(k.centring, binned_outside_topk(model, [3])[:, 0])  # the centring the scorer ships
+    np.testing.assert_array_equal(k.centring, centrings(model, ks=[3])[1][:, 0])  # the scorer's own code
+    np.testing.assert_array_equal(t.centring, centrings(model, alphas=[0.05])[0][:, 0])
+    np.testing.assert_allclose(k.centring, binned_outside_topk(model, [3])[:, 0], atol=1e-6)  # its numpy reference
     assert np.all(np.abs(k.centring - exact) <= 2.0**-6 + 1e-6) and not np.allclose(k.centring, exact, atol=1e-9)
 
 

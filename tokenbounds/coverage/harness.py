@@ -52,8 +52,8 @@ from tokenbounds.coverage.sources import (
     topk_tables,
 )
 from tokenbounds.coverage.table import binomial_allowance
+from tokenbounds.models.scorer import centrings
 from tokenbounds.stats.bound import report_delta_split, statistic_bound
-from tokenbounds.stats.centring import binned_smoothed_entropy_bits
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.streams import BOUND_UNITS, TRAIN_WINDOWS, stream
 
@@ -159,7 +159,7 @@ def memorised_values(chain: MarkovChain, model, s: Setting, alpha, states, token
     _, width = loss_range(alpha, s.vocab_size)
     every = smoothed_bits(np.log(q), alpha, s.vocab_size)  # (trials, n, V): the loss of each possible next token
     loss = np.take_along_axis(every, tok[..., None], -1)[..., 0]
-    centring = binned_smoothed_entropy_bits(q, alpha)  # the centring the scorer ships
+    centring = centrings(q, alphas=[alpha])[0][..., 0]  # the scorer's own
     return loss, ((centring - loss) / width) ** 2, np.sum(chain.transition[st] * every, axis=-1)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tokenbounds.stats.centring import binned_outside_topk, binned_smoothed_entropy_bits
+from tokenbounds.models.scorer import centrings
 from tokenbounds.stats.smoothing import loss_range, smoothed_bits
 from tokenbounds.stats.topk import pessimistic_rank, topk_error
 
@@ -109,7 +109,7 @@ def loss_tables(chain: MarkovChain, model_probs: np.ndarray, alpha: float) -> To
     return TokenTables(
         loss=loss,
         expected_loss=np.sum(chain.transition * loss, axis=1),
-        centring=binned_smoothed_entropy_bits(model_probs, alpha),  # the centring the scorer ships
+        centring=centrings(model_probs, alphas=[alpha])[0][:, 0],  # the scorer's own
         a=a,
         delta_range=delta_range,
     )
@@ -125,7 +125,7 @@ def decoder_topk_error(model_probs: np.ndarray, k: int) -> np.ndarray:
 
 def topk_tables(chain: MarkovChain, model_probs: np.ndarray, k: int, ties: str = "against") -> TokenTables:
     """Top-k error, centred at the model's probability mass outside its k most probable tokens (as the scorer
-    estimates it, `tokenbounds.stats.centring.binned_outside_topk`).
+    estimates it: `tokenbounds.models.scorer.centrings`, the scorer's own code).
 
     The loss is the shipped rule, `tokenbounds.stats.topk` (ties counted against the model: rank = #{v : q_v >=
     q_y} - 1), or with ties="as-hits" the broken "strictly greater" count. The bounded quantity R is the error of
@@ -144,7 +144,7 @@ def topk_tables(chain: MarkovChain, model_probs: np.ndarray, k: int, ties: str =
     return TokenTables(
         loss=topk_error(rank, k),
         expected_loss=np.sum(chain.transition * decoder_topk_error(model_probs, k), axis=1),
-        centring=binned_outside_topk(model_probs, [k])[:, 0],  # the centring the scorer ships
+        centring=centrings(model_probs, ks=[k])[1][:, 0],  # the scorer's own
         a=0.0,
         delta_range=1.0,
     )

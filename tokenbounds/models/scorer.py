@@ -238,6 +238,23 @@ def _target_stats(
     return logp, rank, entropies, outside
 
 
+def centrings(probs: np.ndarray, alphas=(), ks=()) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The centrings this scorer ships for distributions p along the last axis (numpy): the entropy centrings
+    (..., n_alphas) in bits and the top-k centrings (..., n_ks), computed by `_target_stats` itself on the logits
+    log p (float32), so that the coverage simulation bounds with the very function the pipeline calls."""
+    p = np.asarray(probs, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        logits = torch.from_numpy(np.log(p.reshape(-1, p.shape[-1])).astype(np.float32))
+    targets = torch.zeros(len(logits), dtype=torch.int64)  # the centrings never see the target (tested)
+    with torch.inference_mode():
+        _, _, entropy, outside = _target_stats(logits, targets, list(alphas), list(ks))
+
+    def shaped(t: torch.Tensor | None) -> np.ndarray | None:
+        return None if t is None else t.numpy().astype(np.float64).reshape(*p.shape[:-1], t.shape[1])
+
+    return shaped(entropy), shaped(outside)
+
+
 def _nonfinite_row(logits: torch.Tensor, logp: np.ndarray) -> tuple[int, str] | None:
     """(row, what) of the first row of (N, V) logits that holds NaN or +inf or only -inf, else None.
 

@@ -9,8 +9,9 @@ q = (1 - alpha) p + alpha/V; the closer c_i is to l_i, the smaller v and the var
 It is >= a by construction: the Shannon entropy is at least the min-entropy, H(q) >= -log2 max_y q(y), and
 max_y q(y) = (1 - alpha) max_y p(y) + alpha/V <= 1 - alpha + alpha/V, so H(q) >= -log2(1 - alpha + alpha/V) = a.
 An unsmoothed entropy would not be (it is 0 for a one-hot p while a > 0). `smoothed_entropy_bits` is the exact
-entropy; what the scorer computes in torch (`tokenbounds.models.scorer`) is the shipped approximation below, whose
-numpy reference (`binned_smoothed_entropy_bits`, `binned_outside_topk`) the coverage simulation uses."""
+entropy; what the scorer computes in torch (`tokenbounds.models.scorer`, which the coverage simulation calls too) is
+the shipped approximation below, and `binned_smoothed_entropy_bits` and `binned_outside_topk` are its numpy reference,
+which the tests hold the torch code to."""
 
 import numpy as np
 
