@@ -167,8 +167,8 @@ def _target_stats(
     The V-wide passes run a few rows at a time (memory-bound otherwise); the histograms' reductions run over
     GROUP_ROWS rows at once. The centrings are the shipped ones, `tokenbounds.stats.centring` (the note there bounds
     their distance to the exact entropy and top-k mass): one V-wide histogram of float32 p per row serves every
-    alpha and every k, and p_top is the largest p of the row. They depend on the logits only, never on the target:
-    p_v = exp(z_v - s) / sum_w exp(z_w - s) for a shift s (z_y or max z) that moves p by rounding only.
+    alpha and every k, and p_top = 1 / sum exp(z - max z) is exact. They depend on the logits only, never on the
+    target, not even through rounding: p is normalised from the row's max (lotfi's path shifts by z_y instead).
     """
     n, vocab = logits.shape
     device = logits.device
