@@ -200,6 +200,9 @@ def main() -> None:
             line += f"{r['targets_per_s']:9.3f} targets/s  {r['input_tokens_per_s']:8.1f} input tokens/s"
         print(line)
     print(f"eb / lotfi: {times['lotfi'] / times['eb']:.3f}x   eb / plain: {times['plain'] / times['eb']:.3f}x")
+    for other in ("lotfi", "plain"):  # the spread says how far one run's verdict can be trusted
+        ratios = [per_window[other, i] / per_window["eb", i] for i in range(n_win)]
+        print(f"  eb / {other} per window: {min(ratios):.3f}x to {max(ratios):.3f}x (median {np.median(ratios):.3f}x)")
     print(f"statistics share of eb's time: {times['stats eb'] * n_win / times['eb']:.1%} (lotfi's: ", end="")
     print(f"{times['stats lotfi'] * n_win / times['lotfi']:.1%})")
     print(f"bits/token |eb - plain| = {abs(bits['eb'] - bits['plain']):.2e}, |lotfi - plain| = ", end="")
@@ -212,7 +215,9 @@ def main() -> None:
     print(f"centring: {CENTRING}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "results": rows, "seconds": times}, handle, indent=2)
+            per_window_seconds = {name: [per_window[name, i] for i in range(n_win)] for name, _ in scorers}
+            report = {"args": vars(args), "results": rows, "seconds": times, "per_window_seconds": per_window_seconds}
+            json.dump(report, handle, indent=2)
 
 
 if __name__ == "__main__":
