@@ -84,16 +84,16 @@ def _ranks(diff: torch.Tensor, z: torch.Tensor, target_logit: torch.Tensor, scra
 
 
 @functools.lru_cache(maxsize=8)
-def _centring_tables(alphas: tuple[float, ...], vocab: int) -> tuple[torch.Tensor, ...]:
+def _centring_tables(alphas: tuple[float, ...], vocab: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Per-bin weights k(r * midpoint) from ENTROPY_FLOOR up (bins, n_alphas), the alphas, the rates r,
     [a, a + Delta] in nats, and the bin midpoints from TOPK_FLOOR up in descending order (with a 0 appended: the
-    slope past the last bin)."""
+    slope past the last bin), on `device` (cached there: not copied again for every group of rows)."""
     rates = [(1.0 - a) * vocab / a for a in alphas]
     low = [-math.log1p(-a + a / vocab) for a in alphas]
     high = [math.log(vocab / a) for a in alphas]
     descending = np.append(centring.bin_midpoints()[centring.FLOOR_BIN :][::-1], 0.0)
     return tuple(
-        torch.tensor(np.asarray(t), dtype=torch.float64)
+        torch.tensor(np.asarray(t), dtype=torch.float64, device=device)
         for t in (centring.bin_weights(alphas, vocab), alphas, rates, low, high, descending)
     )
 
@@ -106,7 +106,7 @@ def _histogram_centrings(
     `centring.outside_from_histogram` in torch, over many rows at once. `wide` is a float64 buffer of hist's shape
     (reused: a fresh 8 MB one per call would cost its page faults); the bins from ENTROPY_FLOOR up are copied to
     it, the ones below enter by their float64 sum."""
-    weights, alpha, rates, low, high, descending = (t.to(top.device) for t in _centring_tables(tuple(alphas), vocab))
+    weights, alpha, rates, low, high, descending = _centring_tables(tuple(alphas), vocab, top.device)
     top = top.double()[:, None]
     floor = centring.ENTROPY_FLOOR_BIN
     live = wide[:, : hist.shape[1] - floor].copy_(hist[:, floor:])
