@@ -6,7 +6,8 @@ windows of its minimum per window, so drift on a shared machine (runs here vary 
 falls on all three alike:
 
   * plain:        a transformers loop, one window at a time: full logits, log_softmax, gather;
-  * lotfi:        tokenbounds' scorer, log-probability and rank only (what `--method lotfi` needs);
+  * lotfi:        tokenbounds' scorer, log-probability and rank only (what `--method lotfi` needs), each window
+                  one batch, scored as a run scores its batches (the logits written into one reused buffer);
   * eb:           the same with every eb statistic (8 smoothed-entropy centrings, top-k masses: `--method eb`);
   * stats:        the statistics alone (lotfi's and eb's), timed on each window's fresh logits right after its
                   forward pass, as in the pipeline (median over the windows);
@@ -74,7 +75,7 @@ def main() -> None:
     from tokenbounds.data.shards import open_corpus
     from tokenbounds.data.units import Unit, token_unit
     from tokenbounds.models.hf import load_model
-    from tokenbounds.models.scorer import _batches, _target_stats, score_units
+    from tokenbounds.models.scorer import LogitBuffer, _batches, _target_stats, plan_batches, score_batch, score_units
     from tokenbounds.request import DEFAULT_ALPHAS, DEFAULT_KS
     from tokenbounds.stats.centring import CENTRING
 
@@ -92,11 +93,15 @@ def main() -> None:
         logits = model.model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float()
         return torch.log_softmax(logits, -1).gather(1, torch.from_numpy(w[1:])[:, None])[:, 0].numpy()
 
+    # One batch per window, scored as the pipeline scores a run's batches: one logit buffer reused throughout.
+    batches = [next(plan_batches([u], model.vocab_size)) for u in units]
+    buffer = LogitBuffer()
+
     def lotfi(i: int) -> np.ndarray:
-        return score_units(model, [units[i]], progress=False).logp
+        return score_batch(model, batches[i], buffer=buffer).logp
 
     def eb(i: int) -> np.ndarray:
-        return score_units(model, [units[i]], alphas=alphas, ks=ks, progress=False).logp
+        return score_batch(model, batches[i], alphas=alphas, ks=ks, buffer=buffer).logp
 
     def fresh_stats() -> dict[str, float]:
         """Each window's statistics on its own fresh logits (logits scored again and again read faster), the two
@@ -124,8 +129,10 @@ def main() -> None:
     def token_sorted():
         return score_units(model, token_units, alphas=alphas, ks=ks, progress=False).logp
 
+    alone = [next(plan_batches([u], model.vocab_size)) for u in token_units]
+
     def token_alone():  # one unit per forward pass: no padding at all
-        return np.concatenate([score_units(model, [u], alphas=alphas, ks=ks, progress=False).logp for u in token_units])
+        return np.concatenate([score_batch(model, b, alphas=alphas, ks=ks, buffer=buffer).logp for b in alone])
 
     shapes = _matmul_shapes(model.model.config)
     weights = {(i, o): torch.randn(i, o) * 0.02 for i, o, _ in shapes}

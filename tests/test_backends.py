@@ -8,6 +8,7 @@ and by `quantize` alike); and its priced files are what its price covers.
 """
 
 import json
+import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -270,6 +271,44 @@ def test_interface_and_description_schema(cases, float32_models, name):
     logits = model.logits(ids, keep)
     assert logits.dtype == torch.float32 and logits.shape == (2, 3, model.vocab_size)
     assert torch.isfinite(logits).all() and logits.std() > 0
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_logits_written_into_out_are_the_same_bits(cases, float32_models, name):
+    """`out` (base.py) changes where the logits land, never their bits; Hugging Face models do write into it."""
+    model = float32_models[name]
+    ids, keep = inputs(model.vocab_size)
+    fresh = model.logits(ids, keep).clone()
+    out = torch.full((2, 3, model.vocab_size), math.nan)
+    got = model.logits(ids, keep, out=out)
+    assert torch.equal(got, fresh)
+    assert model.fills_out == (name in ("hf-directory", "hf-gguf", "quantized-hf"))  # transformers networks do
+    if model.fills_out:
+        assert got.data_ptr() == out.data_ptr() and torch.equal(out, fresh)
+
+
+def test_a_model_that_transforms_its_head_output_keeps_its_transform(tmp_path):
+    """Gemma 2 caps its logits after the head: writing the head into `out` must not lose the cap."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=64,
+        final_logit_softcapping=0.5,  # every logit in (-0.5, 0.5)
+    )
+    Gemma2ForCausalLM(config).save_pretrained(tmp_path / "gemma2", safe_serialization=True)
+    model = open_model(tmp_path / "gemma2", "float32")
+    ids, keep = inputs(model.vocab_size)
+    fresh = model.logits(ids, keep).clone()
+    got = model.logits(ids, keep, out=torch.empty(2, 3, model.vocab_size))
+    assert torch.equal(got, fresh) and got.abs().max() < 0.5
 
 
 @pytest.mark.parametrize("name", CASE_IDS)

@@ -112,9 +112,9 @@ def test_a_corpus_without_random_or_structured_records_is_refused(changes):
 class ConstantLogits:
     """Every token scores the same: greedy decoding has no unique choice anywhere."""
 
-    vocab_size, max_positions = 19, None
+    vocab_size, max_positions, fills_out = 19, None, False
 
-    def logits(self, input_ids, keep):
+    def logits(self, input_ids, keep, out=None):
         return torch.zeros(input_ids.shape[0], len(keep), self.vocab_size)
 
 
@@ -141,7 +141,7 @@ class Oracle:
     ties the true token with another at its second continuation step when k % 3 == 1, and prefers a wrong token at
     its last step when k % 3 == 2. So exactly the records k % 3 == 0 are reproduced by greedy decoding."""
 
-    vocab_size, max_positions = 19, None
+    vocab_size, max_positions, fills_out = 19, None, False
 
     def __init__(self, rows: np.ndarray, prompt: int, eot: int):
         self.next = {}
@@ -157,7 +157,7 @@ class Oracle:
                     scores[(tokens[j] + 1) % 16] = 2
                 self.next[tuple(tokens[:j])] = scores
 
-    def logits(self, input_ids, keep):
+    def logits(self, input_ids, keep, out=None):
         rows = [[self.next.get(tuple(ids[: j + 1]), np.zeros(self.vocab_size, np.float32)) for j in keep.tolist()]
                 for ids in input_ids.tolist()]  # fmt: skip
         return torch.from_numpy(np.array(rows))

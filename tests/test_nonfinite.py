@@ -114,8 +114,9 @@ class PoisonedModel:
     def __init__(self, inner, poison: int):
         self.inner, self.poison = inner, poison
         self.vocab_size, self.max_positions, self.device = inner.vocab_size, inner.max_positions, inner.device
+        self.fills_out = False  # its logits are a poisoned copy
 
-    def logits(self, input_ids, keep):
+    def logits(self, input_ids, keep, out=None):
         out = self.inner.logits(input_ids, keep).clone()
         out[input_ids[:, keep] == self.poison] = float("nan")
         return out

@@ -12,13 +12,13 @@ from tokenbounds.stats.topk import pessimistic_rank, topk_error
 class TableModel:
     """A LogitModel whose logits at position j are row input_ids[j] of a fixed (V, V) table: ties on demand."""
 
-    max_positions = None
+    max_positions, fills_out = None, False
 
     def __init__(self, table: np.ndarray):
         self.table = torch.as_tensor(table, dtype=torch.float32)
         self.vocab_size = self.table.shape[1]
 
-    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return self.table[input_ids[:, keep]]
 
     def describe(self) -> dict:

@@ -34,12 +34,17 @@ class LogitModel(Protocol):
 
     vocab_size: int  # V: the width of the logits (may exceed the tokenizer's size)
     max_positions: int | None  # the longest input the model accepts, None if unbounded
+    fills_out: bool  # whether `logits` writes into the `out` it is given (the scorer only then keeps a buffer)
 
-    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """Float32 logits (B, K, V) at sequence positions `keep` (sorted, unique, shape (K,)) for input (B, T).
 
         Position j's logits predict token j+1 and must depend on input_ids[:, :j+1] only (causal), so a
         right-padded batch needs no attention mask.
+
+        `out`, if given, is a float32 (B, K, V) tensor on the model's device that a backend with `fills_out` writes
+        the logits into and returns, sparing a fresh multi-hundred-MB tensor per batch (the others ignore it). The
+        values are the same either way, and a caller that passes `out` again overwrites what it returned before.
         """
         ...
 

@@ -181,8 +181,9 @@ class GPTLogitModel:
         self.spec, self.source, self.format, self.compute_dtype = spec, source, fmt, compute_dtype
         self.vocab_size = int(spec["arch"]["vocab_size"])
         self.max_positions = int(spec["arch"]["context"])
+        self.fills_out = False  # the logits are the network's own fresh tensor
 
-    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(input_ids, keep=keep).float()
 

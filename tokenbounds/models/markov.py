@@ -49,6 +49,7 @@ class MarkovChain:
     """The `LogitModel` view of a decoded count table."""
 
     max_positions = None  # reads the last k ids of any input
+    fills_out = False  # the logits are built in numpy
 
     def __init__(self, table: CountTable, source: str, manifest: dict):
         k, a, vocab = table.order, table.pseudo_count, table.vocab_size
@@ -82,7 +83,7 @@ class MarkovChain:
         out[row_of, self.next_ids[gram]] = self.log_numerator[gram] - log_den[row_of]
         return out
 
-    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         ids, at = input_ids.cpu().numpy().astype(np.int64), keep.cpu().numpy().astype(np.int64)
         out = self.log_probs(self.contexts_at(ids, at))
         return torch.from_numpy(out.astype(np.float32)).reshape(len(ids), len(at), self.vocab_size)

@@ -80,6 +80,7 @@ class QuipSharpModel:
         self.n_weights = dense_parameter_count(self.path)  # the weights the packed indices stand for
         self.vocab_size = int(self.info["vocab_size"])
         self.max_positions = self.info["max_positions"]
+        self.fills_out = False  # the logits arrive from the worker process
 
     def _receive(self, doing: str) -> np.ndarray | dict:
         try:
@@ -93,7 +94,7 @@ class QuipSharpModel:
             return json.loads(reply.tobytes())
         return reply
 
-    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         try:
             send(self._worker.stdin, input_ids.cpu().numpy().astype(np.int64))
             send(self._worker.stdin, keep.cpu().numpy().astype(np.int64))
