@@ -117,9 +117,9 @@ class PoisonedModel:
         self.fills_out = False  # its logits are a poisoned copy
 
     def logits(self, input_ids, keep, out=None):
-        out = self.inner.logits(input_ids, keep).clone()
-        out[input_ids[:, keep] == self.poison] = float("nan")
-        return out
+        poisoned = self.inner.logits(input_ids, keep).clone()
+        poisoned[input_ids[:, keep] == self.poison] = float("nan")
+        return poisoned
 
     def describe(self) -> dict:
         return self.inner.describe()

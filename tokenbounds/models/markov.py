@@ -85,8 +85,8 @@ class MarkovChain:
 
     def logits(self, input_ids: torch.Tensor, keep: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         ids, at = input_ids.cpu().numpy().astype(np.int64), keep.cpu().numpy().astype(np.int64)
-        out = self.log_probs(self.contexts_at(ids, at))
-        return torch.from_numpy(out.astype(np.float32)).reshape(len(ids), len(at), self.vocab_size)
+        log_probs = self.log_probs(self.contexts_at(ids, at))
+        return torch.from_numpy(log_probs.astype(np.float32)).reshape(len(ids), len(at), self.vocab_size)
 
     def describe(self) -> dict:
         t, m = self.table, self.verified_manifest
