@@ -268,8 +268,20 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") ->
     packed = packed_format(path)
     if packed is None:
         return HFLogitModel(model, str(path), "huggingface directory", dtype, device)
+    _pin_dequantizing_kernels(model)
     fmt = f"huggingface directory, {packed}-quantized"
     return HFLogitModel(model, str(path), fmt, dtype, device, n_weights=dense_parameter_count(path))
+
+
+def _pin_dequantizing_kernels(model) -> None:
+    """gptqmodel's CPU kernels (GPTQ and AWQ) choose on their first call, and for good, how they compute: called with
+    gradients, they dequantize the packed integers and multiply in the compute dtype (the hypothesis described);
+    called without, as the scorer calls them, a fused int4 kernel that rounds the activations to bfloat16, ~1e-2 off
+    those logits, and then every later call depends on which came first. One forward pass with gradients pins the
+    first (`tests/test_packed_checkpoints.py` compares the scorer's path with the dequantized twin)."""
+    device = next(model.parameters()).device
+    with torch.enable_grad():
+        model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device), use_cache=False)
 
 
 def load_tokenizer(path: str | Path):
