@@ -7,7 +7,7 @@ falls on all three alike:
 
   * plain:        a transformers loop, one window at a time: full logits, log_softmax, gather;
   * lotfi:        tokenbounds' scorer, log-probability and rank only (what `--method lotfi` needs), each window
-                  one batch, scored as a run scores its batches (the logits written into one reused buffer);
+                  one batch, scored as a run scores its batches (logits and scratch in one reused workspace);
   * eb:           the same with every eb statistic (8 smoothed-entropy centrings, top-k masses: `--method eb`);
   * stats:        the statistics alone (lotfi's and eb's), timed on each window's fresh logits right after its
                   forward pass, as in the pipeline (median over the windows);
@@ -75,7 +75,7 @@ def main() -> None:
     from tokenbounds.data.shards import open_corpus
     from tokenbounds.data.units import Unit, token_unit
     from tokenbounds.models.hf import load_model
-    from tokenbounds.models.scorer import LogitBuffer, _batches, _target_stats, plan_batches, score_batch, score_units
+    from tokenbounds.models.scorer import Workspace, _batches, _target_stats, plan_batches, score_batch, score_units
     from tokenbounds.request import DEFAULT_ALPHAS, DEFAULT_KS
     from tokenbounds.stats.centring import CENTRING
 
@@ -93,15 +93,15 @@ def main() -> None:
         logits = model.model(input_ids=torch.from_numpy(w[None, :-1])).logits[0].float()
         return torch.log_softmax(logits, -1).gather(1, torch.from_numpy(w[1:])[:, None])[:, 0].numpy()
 
-    # One batch per window, scored as the pipeline scores a run's batches: one logit buffer reused throughout.
+    # One batch per window, scored as the pipeline scores a run's batches: one workspace reused throughout.
     batches = [next(plan_batches([u], model.vocab_size)) for u in units]
-    buffer = LogitBuffer()
+    workspace = Workspace()
 
     def lotfi(i: int) -> np.ndarray:
-        return score_batch(model, batches[i], buffer=buffer).logp
+        return score_batch(model, batches[i], workspace=workspace).logp
 
     def eb(i: int) -> np.ndarray:
-        return score_batch(model, batches[i], alphas=alphas, ks=ks, buffer=buffer).logp
+        return score_batch(model, batches[i], alphas=alphas, ks=ks, workspace=workspace).logp
 
     def fresh_stats() -> dict[str, float]:
         """Each window's statistics on its own fresh logits (logits scored again and again read faster), the two
@@ -113,7 +113,7 @@ def main() -> None:
             targets = torch.from_numpy(w[1:])
             for name, stats in variants if i % 2 == 0 else variants[::-1]:
                 start = time.perf_counter()
-                _target_stats(z, targets, *stats)
+                _target_stats(z, targets, *stats, workspace)
                 spent[name].append(time.perf_counter() - start)
         return {name: float(np.median(v)) for name, v in spent.items()}
 
@@ -132,7 +132,7 @@ def main() -> None:
     alone = [next(plan_batches([u], model.vocab_size)) for u in token_units]
 
     def token_alone():  # one unit per forward pass: no padding at all
-        return np.concatenate([score_batch(model, b, alphas=alphas, ks=ks, buffer=buffer).logp for b in alone])
+        return np.concatenate([score_batch(model, b, alphas=alphas, ks=ks, workspace=workspace).logp for b in alone])
 
     shapes = _matmul_shapes(model.model.config)
     weights = {(i, o): torch.randn(i, o) * 0.02 for i, o, _ in shapes}

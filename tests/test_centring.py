@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenbounds.models.scorer import _target_stats
+from tokenbounds.models.scorer import GROUP_ROWS, Workspace, _target_stats
 from tokenbounds.stats.centring import (
     BIN_SHIFT,
     CENTRING,
@@ -178,8 +178,9 @@ def test_description_names_the_approximation():
 
 @pytest.mark.parametrize("stats", [([], []), (ALPHAS, [1, 5, 100])])  # lotfi's path, eb's
 def test_ranks_equal_counting(stats):
-    """The rank from the sign bits of z_v - z_y equals #{z >= z_y} - 1: ties (the rounded row holds many, -0.0 and
-    +0.0 among them), targets at -inf (a third of one row), and a target at +0.0 facing -0.0 logits."""
+    """The rank, V - 1 less the float32 count of logits below z_y, equals #{z >= z_y} - 1: ties (the rounded row
+    holds many, -0.0 and +0.0 among them), targets at -inf (a third of one row), and a target at +0.0 facing -0.0
+    logits."""
     rng = np.random.default_rng(7)
     z = torch.from_numpy(logit_cases(5000, rng))
     signed_zeros = torch.where(torch.arange(5000) % 2 == 0, -0.0, 0.0)[None].float()
@@ -214,3 +215,21 @@ def test_log_probabilities_equal_float64_log_softmax(stats):
         finite = torch.isfinite(exact)
         assert torch.equal(torch.isfinite(logp), finite)  # -inf exactly where the target's p is 0
         assert torch.all((logp[finite] - exact[finite]).abs() <= 2e-6 * exact[finite].abs().clamp_min(1.0))
+
+
+def test_a_reused_workspace_changes_no_bit():
+    """A run reuses one workspace for all its batches: scratch left by a larger call, another vocabulary or a
+    non-finite row must not reach the next call's statistics (every buffer is rewritten before it is read)."""
+    rng = np.random.default_rng(13)
+    space = Workspace()
+    cases = [(GROUP_ROWS + 40, 5000), (37, 5000), (1, 5000), (9, 300), (GROUP_ROWS + 40, 5000)]
+    for n, vocab in cases:
+        z = np.concatenate([logit_cases(vocab, rng) for _ in range(n // 8 + 1)])[:n]
+        if n == 37:
+            z[5, 7] = np.nan  # refused by the caller; its chunk takes the non-finite path
+        logits, targets = torch.from_numpy(z), torch.from_numpy(rng.integers(0, vocab, n))
+        for stats in [([], []), (ALPHAS, KS)]:
+            fresh = _target_stats(logits, targets, *stats)
+            reused = _target_stats(logits, targets, *stats, space)
+            for a, b in zip(fresh, reused, strict=True):
+                assert (a is None and b is None) or torch.equal(a.nan_to_num(), b.nan_to_num()), (n, vocab)

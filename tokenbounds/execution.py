@@ -31,7 +31,7 @@ from tokenbounds.data.units import Unit
 from tokenbounds.distributed import World
 from tokenbounds.errors import UserError
 from tokenbounds.models.base import LogitModel
-from tokenbounds.models.scorer import Batch, LogitBuffer, plan_batches, score_batch
+from tokenbounds.models.scorer import Batch, Workspace, plan_batches, score_batch
 from tokenbounds.run_dir import Record, RunDir
 from tokenbounds.stats.unit_sums import StatisticSet, UnitSums, unit_sums
 
@@ -107,13 +107,13 @@ def score_plan(
             for batch, (sums, tokens) in zip(batches, results, strict=True):
                 run.append(Record(batch.index, _first_targets(batch), sums, tokens, part))
 
-    buffer = LogitBuffer()  # the logits of one batch after another
+    workspace = Workspace()  # the logits and the statistics' scratch of one batch after another
 
     def score_round(batches: list[Batch]) -> None:
         """Rank r scores the r-th batch of the round; every rank receives the round's sums."""
         mine = None
         if world.rank < len(batches):
-            s = score_batch(model, batches[world.rank], pad_id=pad_id, buffer=buffer, **centrings)
+            s = score_batch(model, batches[world.rank], pad_id=pad_id, workspace=workspace, **centrings)
             sums = unit_sums(statistics, s.n_targets, s.logp, s.rank, s.entropy_bits, s.outside_topk)
             mine = (sums, s.input_tokens)
         take(batches, world.all_gather(mine)[: len(batches)])

@@ -17,11 +17,12 @@ computed at the positions that predict a target.
 The rank counts ties against the model (the rule of `tokenbounds.stats.topk`, which the coverage simulation
 applies too): constant logits give rank V - 1, never a top-1 hit.
 
-Without centrings one difference d = z - z_y per logit serves both: its sign bits count the rank, and exp(d)
+The rank is a float32 count of the logits below z_y (exact: integers below 2^24). Without centrings exp(z - z_y)
 sums to 1 / p(y), so no max pass is needed (where a sum overflows, a target ~80 nats or more below the row's top,
 or meets a NaN / inf logit, the max-shifted log-softmax is used). With them, p is normalised from the row's max
 instead, so that no rounding lets the centrings see the target. Every exp is computed as exp2(x log2 e): Sleef's
-float32 exp2 costs half its exp, both within about an ulp.
+float32 exp2 costs half its exp, both within about an ulp. Every V-wide scratch tensor lives in a `Workspace`
+reused from one batch to the next.
 
 Nothing non-finite reaches the statistics. Every input id (context and target) is checked against the model's
 vocabulary before the forward pass, and a NaN or +inf logit, or a row whose logits are all -inf, is refused with
@@ -62,65 +63,89 @@ ROW_CHUNK = 16  # logit rows processed together: a (16, V) float32 block stays i
 HISTOGRAM_ROWS = ROW_CHUNK // 2  # their int64 bin indices fill the 16-row float32 scratch buffer
 GROUP_ROWS = 128  # histograms reduced together (dot products, cumulative sums): (128, N_BINS) float32, 4 MB
 LOG2E = 1.0 / math.log(2.0)
+MAX_VOCAB = 1 << 24  # float32 counts up to it exactly (the ranks)
 
 
-def _ranks(diff: torch.Tensor, z: torch.Tensor, target_logit: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """#{v : z_v >= z_y} - 1 per row (ties count against the model, stats/topk.py), exactly, from diff = z - z_y.
+class Workspace:
+    """Storage reused from one batch to the next: the logits (`LogitModel.logits`' `out`) and the statistics'
+    scratch. A fresh tensor of a few MB costs a page fault per 4 KiB on first touch: ~35 ms for 1,024 x 49,152
+    logits on a CPU, and as much again for the statistics' scratch of one window. Each named tensor grows to the
+    largest size asked for and is reused from then on; pass one workspace for all of a run's batches."""
 
-    It is V - 1 - #{v : z_v < z_y}, and the float difference z_v - z_y has its sign bit set exactly when z_v < z_y:
-    IEEE subtraction rounds a non-zero difference to a non-zero value of the same sign (subnormals included), and
-    x - x is +0. The two exceptions are rows whose target logit is 0 ((-0) - (+0) = -0, a tie) or -inf
-    (-inf - -inf = NaN); they are counted by comparison. Counting sign bits (an arithmetic shift into the int32
-    scratch and an integer sum) costs half a comparison's bool tensor and its conversion. Rows holding NaN or +inf
-    are refused by the caller.
+    def __init__(self):
+        self._storage: dict[str, torch.Tensor] = {}
+
+    def tensor(self, name: str, shape: tuple[int, ...], dtype=torch.float32, device=None) -> torch.Tensor:
+        """An uninitialised tensor of `shape`, the storage last handed out under `name` where it is large enough."""
+        size, device = math.prod(shape), torch.device("cpu") if device is None else device
+        held = self._storage.get(name)
+        if held is None or held.numel() < size or held.dtype != dtype or held.device != device:
+            self._storage.pop(name, None)  # freed before the larger one is allocated
+            held = self._storage[name] = torch.empty(size, dtype=dtype, device=device)
+        return held[:size].view(shape)
+
+
+def _ranks(z: torch.Tensor, target_logit: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """#{v : z_v >= z_y} - 1 per row (ties count against the model, stats/topk.py), exactly.
+
+    It is V - 1 - #{v : z_v < z_y}: the comparison is written as float32 0s and 1s into the scratch and summed, which
+    is exact in any order, every partial sum being an integer below 2^24 (V <= MAX_VOCAB). A tie, -0 against +0
+    included, counts against the model, and a -inf target has rank V - 1. Rows holding NaN or +inf are refused by
+    the caller. (The comparison's bool tensor and its integer sum cost twice as much on a CPU.)
     """
-    shifted = torch.bitwise_right_shift(diff.view(torch.int32), 31, out=scratch.view(torch.int32))
-    rank = shifted.sum(dim=-1, dtype=torch.int32).long().add_(z.shape[1] - 1)  # -1 per negative difference
-    odd = (target_logit[:, 0] == 0.0) | (target_logit[:, 0] == -math.inf)
-    if bool(odd.any()):
-        for row in torch.nonzero(odd)[:, 0].tolist():
-            rank[row] = (z[row] >= target_logit[row]).sum() - 1
-    return rank
+    less = torch.lt(z, target_logit, out=scratch).sum(dim=-1)
+    return (z.shape[1] - 1) - less.long()
 
 
 @functools.lru_cache(maxsize=8)
 def _centring_tables(alphas: tuple[float, ...], vocab: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Per-bin weights k(r * midpoint) from ENTROPY_FLOOR up (bins, n_alphas), the alphas, the rates r,
-    [a, a + Delta] in nats, and the bin midpoints from TOPK_FLOOR up in descending order (with a 0 appended: the
-    slope past the last bin), on `device` (cached there: not copied again for every group of rows)."""
+    """Per-bin weights k(r * midpoint) from ENTROPY_FLOOR up (n_alphas, bins), the alphas, the rates r,
+    [a, a + Delta] in nats, the bin midpoints from TOPK_FLOOR up in descending order (with a 0 appended: the
+    slope past the last bin) and the columns that read them so, on `device` (cached there: not copied again for
+    every group of rows)."""
     rates = [(1.0 - a) * vocab / a for a in alphas]
     low = [-math.log1p(-a + a / vocab) for a in alphas]
     high = [math.log(vocab / a) for a in alphas]
     descending = np.append(centring.bin_midpoints()[centring.FLOOR_BIN :][::-1], 0.0)
-    return tuple(
+    tables = tuple(
         torch.tensor(np.asarray(t), dtype=torch.float64, device=device)
-        for t in (centring.bin_weights(alphas, vocab), alphas, rates, low, high, descending)
+        for t in (centring.bin_weights(alphas, vocab).T.copy(), alphas, rates, low, high, descending)
     )
+    # The columns of the float64 histograms (the bins from ENTROPY_FLOOR up) from the top down to TOPK_FLOOR.
+    live, first = centring.N_BINS - centring.ENTROPY_FLOOR_BIN, centring.FLOOR_BIN - centring.ENTROPY_FLOOR_BIN
+    reverse = torch.arange(live - 1, first - 1, -1, device=device)
+    return (*tables, reverse)
 
 
 def _histogram_centrings(
-    top: torch.Tensor, hist: torch.Tensor, wide: torch.Tensor, alphas: list[float], ks: list[int], vocab: int
+    top: torch.Tensor, hist: torch.Tensor, space: Workspace, alphas: list[float], ks: list[int], vocab: int
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The entropy centrings (rows, n_alphas) in bits and the top-k centrings (rows, n_ks) from p_top (float32) and
     the tail's histogram (float32, rows x N_BINS): `centring.entropy_from_histogram` and
-    `centring.outside_from_histogram` in torch, over many rows at once. `wide` is a float64 buffer of hist's shape
-    (reused: a fresh 8 MB one per call would cost its page faults); the bins from ENTROPY_FLOOR up are copied to
-    it, the ones below enter by their float64 sum."""
-    weights, alpha, rates, low, high, descending = _centring_tables(tuple(alphas), vocab, top.device)
+    `centring.outside_from_histogram` in torch, over many rows at once. The bins from ENTROPY_FLOOR up are copied
+    to float64, the ones below enter by their float32 sum. Every intermediate of the histograms' shape lives in
+    `space`: a fresh few-MB tensor per group of rows (a flip, a cumulative sum) costs its page faults again."""
+    weights_t, alpha, rates, low, high, descending, reverse = _centring_tables(tuple(alphas), vocab, top.device)
     top = top.double()[:, None]
     floor = centring.ENTROPY_FLOOR_BIN
-    live = wide[:, : hist.shape[1] - floor].copy_(hist[:, floor:])
+    shape = (len(top), hist.shape[1] - floor)
+    live = space.tensor("float64 histograms", shape, torch.float64, top.device).copy_(hist[:, floor:])
     entropies = outside = None
     if alphas:
         x = top * rates
         safe = torch.where(x < 1e-8, 1.0, x)
         k_top = torch.where(x < 1e-8, 1.0 + x / 2.0, torch.log1p(safe) * (1.0 + 1.0 / safe))
-        binned = live @ weights + hist[:, :floor].sum(dim=1, dtype=torch.float64)[:, None]  # k = 1 below the floor
+        # k = 1 below the floor. Their float32 sum (a float64 one costs a 4 MB temporary) is off by at most
+        # 4,287 x 2^-24 (2.6e-4) of their mass, itself below V 2^-60 (centring.py): under 4e-15 nats for V <= 2^24.
+        below = hist[:, :floor].sum(dim=1).double()[:, None]
+        binned = (weights_t @ live.T).T + below  # this product order runs 2.5x faster than live @ weights
         h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (top * k_top + binned)
         entropies = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
     if ks:
-        mass = live[:, centring.FLOOR_BIN - floor :].flip(1)  # descending p
-        cum_mass = mass.cumsum(1)
+        shape = (len(top), len(reverse))
+        descending_mass = space.tensor("descending", shape, torch.float64, top.device)
+        mass = torch.gather(live, 1, reverse.expand(shape), out=descending_mass)  # index_select: 3x slower
+        cum_mass = torch.cumsum(mass, 1, out=space.tensor("cumulative mass", shape, torch.float64, top.device))
         cum_count = mass.div_(descending[:-1]).cumsum_(1)
         want = torch.tensor([float(k - 1) for k in ks], dtype=torch.float64, device=top.device)
         idx = torch.searchsorted(cum_count, want.expand(len(top), -1).contiguous())  # first bin reaching k - 1
@@ -144,14 +169,12 @@ def _exp_sum(z: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) -> tuple[t
 def _logp_and_rank(
     z: torch.Tensor, target_logit: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(y) and the rank without the centrings: one difference d = z - z_y serves both. Its sign bits count the
-    rank, and sum_v exp(d_v) = 1 / p(y), so log p(y) = -ln sum_v exp(d_v) needs no max pass. Where a sum is not
-    finite (it overflows when the target lies ~80 nats or more below the top; or a NaN, an inf or a -inf target)
-    the chunk takes the max-shifted log-softmax instead. (The centrings cannot use d: their p must not depend on
-    the target.)"""
-    diff = torch.sub(z, target_logit, out=out)
-    rank = _ranks(diff, z, target_logit, scratch)
-    total = diff.mul_(LOG2E).exp2_().sum(dim=-1)
+    """log p(y) and the rank without the centrings: sum_v exp(z_v - z_y) = 1 / p(y), so log p(y) = -ln of that sum
+    needs no max pass. Where a sum is not finite (it overflows when the target lies ~80 nats or more below the top;
+    or a NaN, an inf or a -inf target) the chunk takes the max-shifted log-softmax instead. (The centrings cannot
+    shift by z_y: their p must not depend on the target.)"""
+    rank = _ranks(z, target_logit, scratch)
+    total = torch.sub(z, target_logit, out=out).mul_(LOG2E).exp2_().sum(dim=-1)
     if bool(torch.isfinite(total).all()):
         return total.log().neg_(), rank
     peak = z.amax(dim=-1, keepdim=True)
@@ -160,9 +183,13 @@ def _logp_and_rank(
 
 
 def _target_stats(
-    logits: torch.Tensor, targets: torch.Tensor, alphas: list[float], ks: list[int]
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    alphas: list[float],
+    ks: list[int],
+    workspace: Workspace | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """Statistics of (N, V) float32 logits for N targets.
+    """Statistics of (N, V) float32 logits for N targets (their scratch in `workspace`, a fresh one if None).
 
     The V-wide passes run a few rows at a time (memory-bound otherwise); the histograms' reductions run over
     GROUP_ROWS rows at once. The centrings are the shipped ones, `tokenbounds.stats.centring` (the note there bounds
@@ -171,19 +198,20 @@ def _target_stats(
     target, not even through rounding: p is normalised from the row's max (lotfi's path shifts by z_y instead).
     """
     n, vocab = logits.shape
+    if vocab > MAX_VOCAB:
+        raise ValueError(f"a vocabulary of {vocab} ids is more than the {MAX_VOCAB} the scorer counts exactly")
     device = logits.device
+    space = Workspace() if workspace is None else workspace
     logp = torch.empty(n, dtype=torch.float32, device=device)
     rank = torch.empty(n, dtype=torch.int64, device=device)
     centred = bool(alphas or ks)
     width = min(ROW_CHUNK, n)
-    # Reused across chunks: fresh multi-MB buffers would cost a page fault per 4 KiB every chunk.
-    probs = torch.empty(width, vocab, device=device)
-    scratch = torch.empty(width, vocab, device=device)
+    probs = space.tensor("probs", (width, vocab), device=device)
+    scratch = space.tensor("scratch", (width, vocab), device=device)
     if centred:
         sound = torch.ones(n, dtype=torch.bool, device=device)
         top = torch.empty(n, dtype=torch.float32, device=device)
-        hist = torch.empty(min(GROUP_ROWS, n), centring.N_BINS, dtype=torch.float32, device=device)
-        wide = torch.empty(hist.shape, dtype=torch.float64, device=device)
+        hist = space.tensor("histograms", (min(GROUP_ROWS, n), centring.N_BINS), device=device)
         half = min(HISTOGRAM_ROWS, width // 2)
         # int32 indices would be copied to int64 by scatter_add_ (slower): the scratch holds `half` rows of int64
         bins = scratch.view(-1)[: 2 * half * vocab].view(torch.int64).view(half, vocab) if half else None
@@ -203,7 +231,7 @@ def _target_stats(
             peak = z.amax(dim=-1, keepdim=True)
             e, total = _exp_sum(z, peak, probs[:m])
             logp[rows] = ((target_logit - peak) - total.log())[:, 0]  # non-finite for the rows refused below
-            rank[rows] = _ranks(torch.sub(z, target_logit, out=scratch[:m]), z, target_logit, scratch[:m])
+            rank[rows] = _ranks(z, target_logit, scratch[:m])
             if not math.isfinite(float(peak.sum())):  # NaN / +inf / all -inf (or a sum that overflows)
                 fine = sound[rows] = torch.isfinite(peak[:, 0])  # refused by the caller; keep the passes in range
                 z = torch.where(fine[:, None], z, 0.0)
@@ -228,7 +256,7 @@ def _target_stats(
             h = hist[: end - group]
             top_bin = torch.bitwise_right_shift(top[rows].view(torch.int32), centring.BIN_SHIFT).long()[:, None]
             h.scatter_(1, top_bin, (h.gather(1, top_bin) - top[rows, None]).clamp_min_(0.0))  # the top token is exact
-            entropy, out = _histogram_centrings(top[rows], h, wide[: end - group], alphas, ks, vocab)
+            entropy, out = _histogram_centrings(top[rows], h, space, alphas, ks, vocab)
             if alphas:
                 entropies[rows] = torch.where(sound[rows, None], entropy, math.nan)
             if ks:
@@ -376,22 +404,6 @@ class BatchScores:
     input_tokens: int  # tokens fed to the model, padding excluded
 
 
-class LogitBuffer:
-    """Float32 storage for the logits of one batch after another (`LogitModel.logits`' `out`): a fresh tensor of a
-    few hundred MB per batch costs a page fault per 4 KiB (~35 ms for 1,024 x 49,152 logits on a CPU). It grows to
-    the largest batch and is reused from then on."""
-
-    def __init__(self):
-        self.storage: torch.Tensor | None = None
-
-    def view(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        size = math.prod(shape)
-        if self.storage is None or self.storage.numel() < size or self.storage.device != device:
-            self.storage = None  # freed before the larger one is allocated
-            self.storage = torch.empty(size, dtype=torch.float32, device=device)
-        return self.storage[:size].view(shape)
-
-
 def score_batch(
     model: LogitModel,
     batch: Batch,
@@ -399,10 +411,11 @@ def score_batch(
     alphas: list[float] | None = None,
     ks: list[int] | None = None,
     pad_id: int = 0,
-    buffer: LogitBuffer | None = None,
+    workspace: Workspace | None = None,
 ) -> BatchScores:
-    """One forward pass over the batch's right-padded rows, and every target's statistics (the logits in `buffer`
-    where the backend can write them there: pass one buffer for all of a run's batches)."""
+    """One forward pass over the batch's right-padded rows, and every target's statistics (the logits in the
+    workspace where the backend can write them there, and the statistics' scratch: pass one workspace for all of a
+    run's batches)."""
     alphas, ks = list(alphas or []), list(ks or [])
     if not 0 <= pad_id < model.vocab_size:
         raise UserError(f"padding id {pad_id} is outside the model's vocabulary of {model.vocab_size} ids")
@@ -416,15 +429,17 @@ def score_batch(
     _check_ids(tokens, rows, model.vocab_size)  # every id read, context and target, one max and min
     ids = torch.from_numpy(np.ascontiguousarray(tokens[:, :-1]))
     keep = torch.arange(lo, length, device=device)
+    workspace = Workspace() if workspace is None else workspace
     per_row = []
     with torch.inference_mode():
-        fill = buffer is not None and model.fills_out  # a buffer the backend would ignore is never allocated
-        out = buffer.view((len(rows), len(keep), model.vocab_size), device) if fill else None
+        shape = (len(rows), len(keep), model.vocab_size)
+        out = workspace.tensor("logits", shape, device=device) if model.fills_out else None  # else never allocated
         logits = model.logits(ids.to(device), keep, out=out)
         for r, u in enumerate(rows):
             sel = logits[r, u.first - 1 - lo : len(u.tokens) - 1 - lo].float()
             targets = torch.from_numpy(u.tokens[u.first :]).to(device)
-            stats = tuple(None if t is None else t.cpu().numpy() for t in _target_stats(sel, targets, alphas, ks))
+            stats = _target_stats(sel, targets, alphas, ks, workspace)
+            stats = tuple(None if t is None else t.cpu().numpy() for t in stats)
             bad = _nonfinite_row(sel, stats[0])
             if bad is not None:
                 raise UserError(
@@ -467,9 +482,9 @@ def score_units(
     plan = plan_batches(
         units, model.vocab_size, max_tokens=max_tokens, logit_bytes=logit_bytes, buffer_units=buffer_units
     )
-    buffer = LogitBuffer()
+    workspace = Workspace()
     for batch in plan:
-        parts.append((batch, score_batch(model, batch, alphas=alphas, ks=ks, pad_id=pad_id, buffer=buffer)))
+        parts.append((batch, score_batch(model, batch, alphas=alphas, ks=ks, pad_id=pad_id, workspace=workspace)))
         bar.update(batch.n_targets)
     bar.close()
     if not parts:
